@@ -1,0 +1,3 @@
+from cycl_bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""`python -m cycl_bench` / `cycl-bench`: one sub-command per module in this package.
+
+Each command module defines `HELP`, `add_arguments(parser)` and `run(args) -> int`.
+User errors print one line and exit with code 2; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cycl_bench import __version__
+from cycl_bench.errors import UserError
+
+# command name -> module implementing it
+COMMANDS = {
+    "list": "cycl_bench.cli.listing",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cycl-bench",
+        description="Continual learning with binary and low-precision networks, benchmarked.",
+    )
+    parser.add_argument("--version", action="version", version=f"cycl_bench {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,92 @@
+"""What every stream is: an Avalanche benchmark plus what evaluation and results need of it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from torch.utils.data import Dataset
+
+from cycl_bench.errors import UserError
+
+Scenario = Literal["ni", "nc"]
+Source = Literal["real", "synthetic", "folder"]
+
+
+def protocol_hash(protocol: dict[str, Any]) -> str:
+    """Stable short hash of everything that defines a stream (canonical JSON, sha256)."""
+    canonical = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Stream:
+    """A continual-learning stream ready to train and evaluate on.
+
+    `benchmark` is the Avalanche benchmark (its `train_stream` drives training).
+    `test_views[j]` is the evaluation set behind column j of the accuracy matrix: one per
+    experience for class-incremental streams (the test set split by each experience's
+    classes), a single shared test set for domain-incremental ones. Items are (x, y, ...).
+    """
+
+    name: str
+    scenario: Scenario
+    source: Source
+    benchmark: Any
+    test_views: list[Dataset]
+    classes_per_experience: list[list[int]]
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    protocol: dict[str, Any]
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def protocol_hash(self) -> str:
+        return protocol_hash(self.protocol)
+
+    @property
+    def train_stream(self):
+        return self.benchmark.train_stream
+
+    @property
+    def n_experiences(self) -> int:
+        return len(self.benchmark.train_stream)
+
+    @property
+    def test_sizes(self) -> list[int]:
+        return [len(view) for view in self.test_views]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.name,
+            "scenario": self.scenario,
+            "data_source": self.source,
+            "experiences": self.n_experiences,
+            "classes_per_experience": [len(c) for c in self.classes_per_experience],
+            "train_sizes": [len(exp.dataset) for exp in self.benchmark.train_stream],
+            "test_sizes": self.test_sizes,
+            "num_classes": self.num_classes,
+            "image_shape": list(self.image_shape),
+            "protocol_hash": self.protocol_hash,
+        }
+
+
+def parse_source(data: str) -> tuple[Source, Path | None]:
+    """'real' | 'synthetic' | 'folder:PATH' -> (source, path)."""
+    if data in ("real", "synthetic"):
+        return data, None
+    if data.startswith("folder:") and len(data) > len("folder:"):
+        return "folder", Path(data[len("folder:") :]).expanduser()
+    raise UserError(f"unknown data source '{data}'; use real, synthetic or folder:PATH")
+
+
+def default_data_root() -> Path:
+    """--data-root, else $CYCL_BENCH_DATA, else the user cache directory."""
+    from platformdirs import user_cache_dir
+
+    env = os.environ.get("CYCL_BENCH_DATA")
+    return Path(env).expanduser() if env else Path(user_cache_dir("cycl_bench")) / "data"

@@ -1,0 +1,1 @@
+"""Metrics over the accuracy matrix and the results-file schema."""
