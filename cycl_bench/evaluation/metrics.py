@@ -80,3 +80,19 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if n < 2:
         return mean, 0.0
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def accuracy_so_far(matrix: Matrix, test_sizes: Sequence[int]) -> list[float]:
+    """Accuracy after each experience on the test views learned so far (weighted by size).
+
+    The curve a comparison plot draws; its last point is the final accuracy.
+    """
+    learned = first_learned(matrix)
+    if len(test_sizes) != len(learned):
+        raise ValueError("test_sizes must have one entry per test view")
+    curve = []
+    for i, row in enumerate(matrix):
+        seen = [j for j, lj in enumerate(learned) if lj <= i]
+        total = sum(test_sizes[j] for j in seen)
+        curve.append(sum(row[j] * test_sizes[j] for j in seen) / total)
+    return curve
