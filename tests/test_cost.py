@@ -1,0 +1,136 @@
+from types import SimpleNamespace
+
+import pytest
+from torch import nn
+
+from cycl_bench.quant.cost import TrainingCost
+from cycl_bench.quant.schedules import CosineCycleSchedule
+
+# hand count for a 3x8x8 input:
+#   stem   Conv2d(3, 8, 3, padding=1):           8*8*8 outputs * 3*3*3  = 13824
+#   body   Conv2d(8, 16, 3, stride=2, padding=1): 16*4*4 outputs * 8*3*3 = 18432
+#   head   Linear(16, 10):                        10 outputs * 16       = 160
+STEM_MACS, BODY_MACS, HEAD_MACS = 13824, 18432, 160
+INPUT_SHAPE = (3, 8, 8)
+
+
+def small_model() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+
+
+class Bits:
+    """A precision lookup for plain torch layers: every compute layer at the same bits."""
+
+    def __init__(self, weight_bits=32, act_bits=32, grad_bits=None):
+        self.set(weight_bits, act_bits, grad_bits)
+
+    def set(self, weight_bits, act_bits, grad_bits):
+        self.value = SimpleNamespace(
+            weight_bits=weight_bits, act_bits=act_bits, grad_bits=grad_bits
+        )
+
+    def __call__(self, module):
+        return self.value if isinstance(module, (nn.Conv2d, nn.Linear)) else None
+
+
+def test_macs_per_sample_match_the_hand_count():
+    cost = TrainingCost(small_model(), INPUT_SHAPE, precision_of=Bits())
+    assert [layer.macs_per_sample for layer in cost.layers] == [STEM_MACS, BODY_MACS, HEAD_MACS]
+    assert cost.macs_per_sample == STEM_MACS + BODY_MACS + HEAD_MACS
+
+
+def test_grouped_convolution_counts_macs_per_group():
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8))
+    cost = TrainingCost(model, (8, 4, 4), precision_of=Bits())
+    assert cost.macs_per_sample == 8 * 4 * 4 * 1 * 3 * 3
+
+
+def test_float_training_step_is_three_products_except_the_stem_input_gradient():
+    cost = TrainingCost(small_model(), INPUT_SHAPE, precision_of=Bits())
+    cost.step(batch_size=4)
+    float_product = 32 * 32
+    expected = 4 * float_product * (2 * STEM_MACS + 3 * BODY_MACS + 3 * HEAD_MACS)
+    assert cost.total_bitops == expected == cost.fp32_bitops
+    assert cost.reduction_vs_fp32 == 0.0
+
+
+def test_constant_one_bit_training_is_1024_times_cheaper():
+    cost = TrainingCost(small_model(), INPUT_SHAPE, precision_of=Bits(1, 1, 1))
+    for _ in range(5):
+        cost.step(batch_size=2)
+    assert cost.total_bitops == 5 * 2 * (2 * STEM_MACS + 3 * BODY_MACS + 3 * HEAD_MACS)
+    assert cost.reduction_vs_fp32 == pytest.approx(1 - 1 / 1024, abs=1e-12)
+
+
+def test_one_bit_forward_with_eight_bit_gradients():
+    cost = TrainingCost(small_model(), INPUT_SHAPE, precision_of=Bits(1, 1, 8))
+    cost.step(batch_size=1)
+    stem = STEM_MACS * (1 * 1 + 1 * 8)  # no input gradient into the image
+    rest = (BODY_MACS + HEAD_MACS) * (1 * 1 + 1 * 8 + 1 * 8)
+    assert cost.total_bitops == stem + rest
+
+
+def test_frozen_backbone_costs_the_forward_plus_the_head_weight_gradient():
+    model = small_model()
+    bits = Bits(1, 1, 8)
+    cost = TrainingCost(model, INPUT_SHAPE, precision_of=bits)
+    for parameter in model[:-1].parameters():
+        parameter.requires_grad_(False)
+    cost.step(batch_size=1)
+    forward = STEM_MACS + BODY_MACS + HEAD_MACS
+    assert cost.total_bitops == forward + HEAD_MACS * 1 * 8
+    assert cost.fp32_bitops == 1024 * (forward + HEAD_MACS)
+
+
+def test_unfreezing_between_steps_is_picked_up():
+    model = small_model()
+    cost = TrainingCost(model, INPUT_SHAPE, precision_of=Bits(1, 1, 1))
+    model.requires_grad_(False)
+    frozen = cost.step(batch_size=1)
+    model.requires_grad_(True)
+    trainable = cost.step(batch_size=1)
+    assert frozen == STEM_MACS + BODY_MACS + HEAD_MACS
+    assert trainable == 2 * STEM_MACS + 3 * BODY_MACS + 3 * HEAD_MACS
+
+
+def test_cyclic_schedule_cost_matches_the_hand_computation():
+    # 8 cycles of 100 steps: 192 steps at 2 bits, 144 at 3, 136 at 4, 144 at 5, 184 at 6
+    steps_at = {2: 192, 3: 144, 4: 136, 5: 144, 6: 184}
+    grad_bits = 8
+    schedule = CosineCycleSchedule(total_steps=800, min_bits=2, max_bits=6, cycles=8)
+    bits = Bits()
+    cost = TrainingCost(small_model(), INPUT_SHAPE, precision_of=bits)
+    for step in range(800):
+        b = schedule(step)
+        bits.set(b, b, grad_bits)
+        cost.step(batch_size=1)
+    expected = sum(
+        count
+        * (
+            STEM_MACS * (b * b + b * grad_bits)
+            + (BODY_MACS + HEAD_MACS) * (b * b + 2 * b * grad_bits)
+        )
+        for b, count in steps_at.items()
+    )
+    fp32 = 800 * 1024 * (2 * STEM_MACS + 3 * (BODY_MACS + HEAD_MACS))
+    assert cost.total_bitops == expected
+    assert cost.fp32_bitops == fp32
+    assert cost.reduction_vs_fp32 == pytest.approx(1 - expected / fp32)
+
+
+def test_cost_profiling_leaves_batchnorm_statistics_untouched():
+    model = small_model().train()
+    before = model[1].running_mean.clone()
+    TrainingCost(model, INPUT_SHAPE, precision_of=Bits()).step(batch_size=1)
+    assert model.training
+    assert model[1].num_batches_tracked.item() == 0
+    assert (model[1].running_mean == before).all()
