@@ -1,0 +1,152 @@
+"""Pieces every backbone shares: the layer kit (binary or float), shortcuts, the base class.
+
+A binary backbone and its float reference are the same network built from a different kit:
+`LayerKit.binary(...)` gives an 8-bit stem and classifier around switchable `BinaryConv2d`
+layers with Hardtanh; `LayerKit.floating()` gives torch `Conv2d`/`Linear` with ReLU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cycl_bench.errors import UserError
+from cycl_bench.quant.layers import BinaryConv2d, fixed_quant_conv2d, fixed_quant_linear
+from cycl_bench.quant.quantizers import check_precision_mode
+
+CIFAR_RESOLUTION = 32
+
+
+@dataclass(frozen=True)
+class LayerKit:
+    """Builds the layers of one network flavour: binary (switchable) or float."""
+
+    is_binary: bool
+    precision_mode: str = "cyclebnn"
+
+    @classmethod
+    def binary(cls, precision_mode: str) -> LayerKit:
+        return cls(is_binary=True, precision_mode=check_precision_mode(precision_mode))
+
+    @classmethod
+    def floating(cls) -> LayerKit:
+        return cls(is_binary=False)
+
+    def stem(self, in_channels: int, out_channels: int, stride: int) -> nn.Conv2d:
+        if self.is_binary:
+            return fixed_quant_conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
+        return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+    def conv(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
+    ) -> nn.Conv2d:
+        padding = kernel_size // 2
+        if self.is_binary:
+            return BinaryConv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                precision_mode=self.precision_mode,
+            )
+        return nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
+        )
+
+    def classifier(self, in_features: int, num_classes: int) -> nn.Linear:
+        if self.is_binary:
+            return fixed_quant_linear(in_features, num_classes)
+        return nn.Linear(in_features, num_classes, bias=False)
+
+    def activation(self) -> nn.Module:
+        return nn.Hardtanh() if self.is_binary else nn.ReLU()
+
+
+class Shortcut(nn.Module):
+    """Real-valued, parameter-free shortcut: average pooling, then zero-padding of new channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.extra_channels = out_channels - in_channels
+        self.pool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
+        if self.extra_channels:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+        return x
+
+
+def stem_stride(image_size: int) -> int:
+    """Stride of the stem: 2 for inputs of 64 pixels or more, else 1."""
+    return 2 if image_size >= 2 * CIFAR_RESOLUTION else 1
+
+
+class StemPool(nn.Module):
+    """Max-pools what the strided stem left above about 32x32 (e.g. 128 -> 64 -> 32)."""
+
+    def __init__(self, image_size: int):
+        super().__init__()
+        factor = max(1, image_size // (CIFAR_RESOLUTION * stem_stride(image_size)))
+        self.pool = nn.MaxPool2d(factor) if factor > 1 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x)
+
+
+class Stem(nn.Module):
+    """First convolution (8-bit in binary networks), BatchNorm, activation, size reduction."""
+
+    def __init__(self, kit: LayerKit, in_channels: int, out_channels: int, image_size: int):
+        super().__init__()
+        self.conv = kit.stem(in_channels, out_channels, stride=stem_stride(image_size))
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = kit.activation()
+        self.pool = StemPool(image_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.bn(self.conv(x))))
+
+
+class Backbone(nn.Module):
+    """Contract: `features(x) -> (N, D)`, a bias-free `classifier`, forward = both."""
+
+    classifier: nn.Linear
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def feature_dim(self) -> int:
+        return self.classifier.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+def check_backbone_args(
+    *, num_classes: int, in_channels: int, width: float, image_size: int
+) -> None:
+    """UserError for arguments no backbone can be built with."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes={num_classes!r} is invalid: use a positive integer")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise UserError(f"in_channels={in_channels!r} is invalid: use a positive integer")
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or width <= 0:
+        raise UserError(f"width={width!r} is invalid: use a positive multiplier such as 1.0")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise UserError(f"image_size={image_size!r} is invalid: use an integer of at least 8")
+
+
+def make_kit(binary: bool, precision_mode: str) -> LayerKit:
+    """The kit for a registered constructor; float references still validate precision_mode."""
+    check_precision_mode(precision_mode)
+    return LayerKit.binary(precision_mode) if binary else LayerKit.floating()

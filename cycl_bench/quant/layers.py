@@ -1,0 +1,134 @@
+"""Quantized layers the backbones are built from.
+
+- `BinaryConv2d`: a Brevitas `QuantConv2d` with the switchable CycleBNN quantizers on its weights
+  and input, a learned per-channel output scale, and a gradient quantizer on its output.
+- `fixed_quant_conv2d` / `fixed_quant_linear`: the 8-bit stem and classifier (Brevitas' stock
+  Int8 quantizers), which stay at 8 bits whatever the switchable layers do.
+"""
+
+from __future__ import annotations
+
+import torch
+from brevitas.nn import QuantConv2d, QuantLinear
+from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat
+
+from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS, GradientQuantizer, check_grad_bits
+from cycl_bench.quant.quantizers import (
+    SwitchableBinaryActQuant,
+    SwitchableBinaryWeightQuant,
+    SwitchableBitWidth,
+    check_bits,
+    check_precision_mode,
+)
+
+FIXED_BITS = 8
+
+
+class BinaryConv2d(QuantConv2d):
+    """Binary convolution whose weight/activation/gradient bit widths are switched in place.
+
+    Default precision: 1-bit weights and activations (the deployed network), float gradients.
+    `precision_mode` ("cyclebnn" or "cpt") says what the layer computes with at k > 1 bits.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        *,
+        precision_mode: str = "cyclebnn",
+    ):
+        check_precision_mode(precision_mode)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            groups=groups,
+            bias=False,
+            weight_quant=SwitchableBinaryWeightQuant.let(precision_mode=precision_mode),
+            input_quant=SwitchableBinaryActQuant.let(precision_mode=precision_mode),
+            return_quant_tensor=False,
+        )
+        self.precision_mode = precision_mode
+        self.output_scale = torch.nn.Parameter(torch.ones(out_channels))
+        self.output_gradient_quant = GradientQuantizer(FLOAT_GRAD_BITS)
+        # Plain tensors between quantizer and convolution: no QuantTensor bookkeeping per step.
+        self.weight_quant.skip_create_quant_tensor = True
+        self.input_quant.skip_create_quant_tensor = True
+
+    @property
+    def weight_bit_width(self) -> SwitchableBitWidth:
+        return self.weight_quant.tensor_quant.bit_width_impl
+
+    @property
+    def act_bit_width(self) -> SwitchableBitWidth:
+        return self.input_quant.fused_activation_quant_proxy.tensor_quant.bit_width_impl
+
+    @property
+    def bits(self) -> tuple[int, int, int]:
+        """Configured (weight, activation, gradient) bit widths."""
+        return self.weight_bit_width.bits, self.act_bit_width.bits, self.output_gradient_quant.bits
+
+    def set_bits(
+        self, weight_bits: int | None = None, act_bits: int | None = None, grad_bits=None
+    ) -> None:
+        if weight_bits is not None:
+            self.weight_bit_width.set_bits(check_bits("weight_bits", weight_bits))
+        if act_bits is not None:
+            self.act_bit_width.set_bits(check_bits("act_bits", act_bits))
+        if grad_bits is not None:
+            self.output_gradient_quant.set_bits(check_grad_bits(grad_bits))
+
+    def computed_bits(self) -> tuple[int, int, int]:
+        """(weight, activation, gradient) bits the convolution really computes with."""
+        weight_bits, act_bits, grad_bits = self.bits
+        if self.precision_mode == "cyclebnn":
+            return 1, 1, grad_bits
+        return weight_bits, act_bits, grad_bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x) * self.output_scale.view(1, -1, 1, 1)
+        return self.output_gradient_quant(out)
+
+    def extra_repr(self) -> str:
+        weight_bits, act_bits, grad_bits = self.bits
+        return (
+            f"{super().extra_repr()}, precision_mode={self.precision_mode}, "
+            f"weight_bits={weight_bits}, act_bits={act_bits}, grad_bits={grad_bits}"
+        )
+
+
+def fixed_quant_conv2d(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
+) -> QuantConv2d:
+    """8-bit stem convolution: int8 per-channel weights, int8 input (the image)."""
+    layer = QuantConv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        bias=False,
+        weight_quant=Int8WeightPerChannelFloat,
+        input_quant=Int8ActPerTensorFloat,
+        return_quant_tensor=False,
+    )
+    return layer
+
+
+def fixed_quant_linear(in_features: int, out_features: int) -> QuantLinear:
+    """8-bit bias-free classifier: int8 per-channel weights, int8 input features."""
+    return QuantLinear(
+        in_features,
+        out_features,
+        bias=False,
+        weight_quant=Int8WeightPerChannelFloat,
+        input_quant=Int8ActPerTensorFloat,
+        return_quant_tensor=False,
+    )

@@ -1,0 +1,226 @@
+"""Brevitas quantizers whose bit width changes at runtime, from 1 bit (sign) to 8 bits.
+
+Brevitas has no supported way to change a bit width in place: re-injection rebuilds the quantizer,
+and `stateful_const` bit widths give NaN at 1 bit. So the two missing pieces are Brevitas-style
+core modules (`SwitchableBitWidth`, a buffer changed in place and saved in checkpoints, and tensor
+quantizers that take the sign at 1 bit), injected into `QuantConv2d` through the quantizer classes
+`SwitchableBinaryWeightQuant` and `SwitchableBinaryActQuant`, as Brevitas' own quantizers are.
+
+The binarization is CycleBNN's. Weights are scaled per output channel,
+`w' = 2*sqrt(2) * w / sqrt(Var(w) + 1e-5)`; at k > 1 bits the scaled weights (per-channel
+min/max) and the input activations (batch min/max in training, running min/max in evaluation)
+are fake-quantized to k bits. Then, depending on the precision mode:
+
+- `cyclebnn`: the sign is taken of the k-bit values, so the convolution stays 1-bit x 1-bit;
+  the cycled precision only changes which latent values flip sign and how gradients flow.
+- `cpt`: the layer computes with the k-bit values; only at 1 bit does it take the sign.
+
+Straight-through estimators: identity for the weight sign (Brevitas' `binary_sign_ste`) and
+ApproxSign `max(0, 2 - 2|x|)` for the activation sign; rounding is Brevitas' `round_ste`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import brevitas
+import torch
+from brevitas.function.ops_ste import binary_sign_ste, round_ste
+from brevitas.inject import ExtendedInjector, value
+from brevitas.proxy import ActQuantProxyFromInjector, WeightQuantProxyFromInjector
+
+from cycl_bench.errors import UserError
+
+BITS_RANGE = (1, 8)
+"""Valid weight and activation bit widths of the switchable layers."""
+
+PRECISION_MODES = ("cyclebnn", "cpt")
+WEIGHT_SCALE_GAIN = 2.0 * math.sqrt(2.0)
+WEIGHT_SCALE_EPS = 1e-5
+ACT_RANGE_MOMENTUM = 0.1
+
+
+def check_bits(name: str, bits: int) -> int:
+    """The bit width as an int, or a UserError naming the valid range."""
+    low, high = BITS_RANGE
+    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
+        raise UserError(f"{name}={bits!r} is out of range: use an integer from {low} to {high}")
+    return bits
+
+
+def check_precision_mode(mode: str) -> str:
+    if mode not in PRECISION_MODES:
+        raise UserError(
+            f"precision_mode={mode!r} is not known: use one of {', '.join(PRECISION_MODES)}"
+        )
+    return mode
+
+
+class ApproxSignFn(torch.autograd.Function):
+    """sign(x) (0 -> +1) with the ApproxSign gradient `max(0, 2 - 2|x|)` (Bi-Real Net)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return (1.0 - x.abs()).clamp_(min=0.0).mul_(2.0).mul_(grad_output)
+
+
+def approx_sign(x: torch.Tensor) -> torch.Tensor:
+    return ApproxSignFn.apply(x)
+
+
+def uniform_fake_quant(
+    x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bits: int
+) -> torch.Tensor:
+    """Asymmetric k-bit fake quantization onto `2**bits` levels spanning [low, high].
+
+    Values outside the range are clamped (zero gradient there); rounding passes the gradient
+    straight through. `low` and `high` broadcast against `x` and carry no gradient.
+    """
+    levels = 2**bits - 1
+    step = (high - low).clamp_min(1e-8) / levels
+    clamped = torch.minimum(torch.maximum(x, low), high)
+    return round_ste((clamped - low) / step) * step + low
+
+
+class SwitchableBitWidth(brevitas.jit.ScriptModule):
+    """A bit width held in a buffer: changed in place, saved in and restored from checkpoints.
+
+    Plays the role of Brevitas' `bit_width_impl` (`forward() -> Tensor`); `bits` mirrors the
+    buffer as a Python int so quantizers can branch on it without a device synchronisation.
+    """
+
+    def __init__(self, bit_width: int, device: torch.device | None = None):
+        super().__init__()
+        self.register_buffer("bit_width", torch.tensor(float(bit_width), device=device))
+        self.bits = int(bit_width)
+
+    def set_bits(self, bits: int) -> None:
+        self.bits = int(bits)
+        self.bit_width.fill_(bits)
+
+    def forward(self) -> torch.Tensor:
+        return self.bit_width
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.bits = int(self.bit_width.item())
+
+
+class SwitchableBinaryWeightTensorQuant(brevitas.jit.ScriptModule):
+    """CycleBNN weight quantizer: per-channel scaling, k-bit fake quant, sign at 1 bit.
+
+    Returns Brevitas' tensor-quant tuple `(value, scale, zero_point, bit_width)`.
+    """
+
+    def __init__(self, bit_width_impl: SwitchableBitWidth, precision_mode: str):
+        super().__init__()
+        self.bit_width_impl = bit_width_impl
+        self.precision_mode = check_precision_mode(precision_mode)
+        device = bit_width_impl.bit_width.device
+        self.register_buffer("unit", torch.tensor(1.0, device=device), persistent=False)
+        self.register_buffer("zero", torch.tensor(0.0, device=device), persistent=False)
+
+    def scaled_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        flat = weight.reshape(weight.shape[0], -1)
+        gain = WEIGHT_SCALE_GAIN * torch.rsqrt(flat.var(dim=1, keepdim=True) + WEIGHT_SCALE_EPS)
+        return flat * gain
+
+    def forward(self, weight: torch.Tensor):
+        bits = self.bit_width_impl.bits
+        scaled = self.scaled_weight(weight)
+        if bits == 1:
+            return binary_sign_ste(scaled).view_as(weight), self.unit, self.zero, self.unit
+        low, high = torch.aminmax(scaled.detach(), dim=1, keepdim=True)
+        quantized = uniform_fake_quant(scaled, low, high, bits)
+        if self.precision_mode == "cyclebnn":
+            return binary_sign_ste(quantized).view_as(weight), self.unit, self.zero, self.unit
+        return quantized.view_as(weight), self.unit, self.zero, self.bit_width_impl()
+
+
+class SwitchableBinaryActTensorQuant(brevitas.jit.ScriptModule):
+    """CycleBNN input-activation quantizer: k-bit fake quant on a tracked range, sign at 1 bit.
+
+    The range is the batch min/max in training (which also updates a running min/max, only at
+    k > 1 bits, where it is used) and the running min/max in evaluation.
+    """
+
+    def __init__(
+        self,
+        bit_width_impl: SwitchableBitWidth,
+        precision_mode: str,
+        device: torch.device | None = None,
+    ):
+        super().__init__()
+        self.bit_width_impl = bit_width_impl
+        self.precision_mode = check_precision_mode(precision_mode)
+        self.register_buffer("running_min", torch.tensor(0.0, device=device))
+        self.register_buffer("running_max", torch.tensor(0.0, device=device))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, device=device))
+        self.register_buffer("unit", torch.tensor(1.0, device=device), persistent=False)
+        self.register_buffer("zero", torch.tensor(0.0, device=device), persistent=False)
+
+    def observed_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.training:
+            low, high = torch.aminmax(x.detach())
+            first = self.num_batches_tracked == 0
+            weight = torch.where(first, 1.0, ACT_RANGE_MOMENTUM).to(low.dtype)
+            self.running_min.lerp_(low, weight)
+            self.running_max.lerp_(high, weight)
+            self.num_batches_tracked += 1
+            return low, high
+        # Before any training batch there is no running range: fall back to the batch's own.
+        untracked = self.num_batches_tracked == 0
+        low, high = torch.aminmax(x.detach())
+        return (
+            torch.where(untracked, low, self.running_min),
+            torch.where(untracked, high, self.running_max),
+        )
+
+    def forward(self, x: torch.Tensor):
+        bits = self.bit_width_impl.bits
+        if bits == 1:
+            return approx_sign(x), self.unit, self.zero, self.unit
+        low, high = self.observed_range(x)
+        quantized = uniform_fake_quant(x, low, high, bits)
+        if self.precision_mode == "cyclebnn":
+            return approx_sign(quantized), self.unit, self.zero, self.unit
+        return quantized, self.unit, self.zero, self.bit_width_impl()
+
+
+class SwitchableBinaryWeightQuant(ExtendedInjector):
+    """Weight quantizer class for `QuantConv2d(weight_quant=...)`: switchable 1..8 bits."""
+
+    proxy_class = WeightQuantProxyFromInjector
+    tensor_quant = SwitchableBinaryWeightTensorQuant
+    bit_width_impl = SwitchableBitWidth
+    bit_width = 1
+    precision_mode = "cyclebnn"
+    signed = True
+    narrow_range = False
+    scaling_per_output_channel = True
+
+    @value
+    def device(tracked_parameter_list):
+        return tracked_parameter_list[0].device
+
+
+class SwitchableBinaryActQuant(ExtendedInjector):
+    """Input-activation quantizer class for `QuantConv2d(input_quant=...)`: switchable 1..8 bits."""
+
+    proxy_class = ActQuantProxyFromInjector
+    tensor_quant = SwitchableBinaryActTensorQuant
+    bit_width_impl = SwitchableBitWidth
+    bit_width = 1
+    precision_mode = "cyclebnn"
+    signed = True
+    narrow_range = False
+
+    @value
+    def device(module):
+        return module.weight.device
