@@ -3,7 +3,7 @@
 Importing this package registers every backbone (the registry imports it on first read).
 """
 
-from cycl_bench.models import tiny  # noqa: F401  (registers tiny_bnn, tiny_fp)
+from cycl_bench.models import reactnet, resnet, tiny, vgg  # noqa: F401  (register backbones)
 from cycl_bench.quant.precision import model_size_bytes
 
 __all__ = ["model_size_bytes"]

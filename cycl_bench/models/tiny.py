@@ -58,6 +58,12 @@ class TinyNet(Backbone):
 # Registered constructors
 
 
+def _tiny(binary: bool, **kwargs) -> TinyNet:
+    precision_mode = kwargs.pop("precision_mode")
+    check_backbone_args(**kwargs)
+    return TinyNet(make_kit(binary, precision_mode), **kwargs)
+
+
 @BACKBONES.register("tiny_bnn")
 def tiny_bnn(
     *,
@@ -68,15 +74,13 @@ def tiny_bnn(
     precision_mode: str = "cyclebnn",
 ) -> TinyNet:
     """Tiny binary CNN (3 switchable binary convs, 8-bit stem/classifier) for CPU smoke runs."""
-    check_backbone_args(
-        num_classes=num_classes, in_channels=in_channels, width=width, image_size=image_size
-    )
-    return TinyNet(
-        make_kit(True, precision_mode),
+    return _tiny(
+        True,
         num_classes=num_classes,
         in_channels=in_channels,
         width=width,
         image_size=image_size,
+        precision_mode=precision_mode,
     )
 
 
@@ -90,13 +94,11 @@ def tiny_fp(
     precision_mode: str = "cyclebnn",
 ) -> TinyNet:
     """Float reference of tiny_bnn (same topology, float convs, ReLU)."""
-    check_backbone_args(
-        num_classes=num_classes, in_channels=in_channels, width=width, image_size=image_size
-    )
-    return TinyNet(
-        make_kit(False, precision_mode),
+    return _tiny(
+        False,
         num_classes=num_classes,
         in_channels=in_channels,
         width=width,
         image_size=image_size,
+        precision_mode=precision_mode,
     )

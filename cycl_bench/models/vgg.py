@@ -1,0 +1,110 @@
+"""vgg_small_bnn / vgg_small_fp: the CIFAR VGG-Small (LQ-Nets, XNOR-Net style BNN ordering).
+
+Six 3x3 convolutions (c, c, 2c, 2c, 4c, 4c with c = 128): the first is the 8-bit stem, the other
+five are switchable binary convolutions, max pooling after every second one; global average
+pooling gives the embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cycl_bench.models.common import (
+    Backbone,
+    LayerKit,
+    Stem,
+    check_backbone_args,
+    make_kit,
+    scaled_channels,
+)
+from cycl_bench.registry import BACKBONES
+
+# Building blocks
+
+
+class VggUnit(nn.Module):
+    """conv -> (max pool) -> BatchNorm -> activation."""
+
+    def __init__(self, kit: LayerKit, in_channels: int, out_channels: int, pool: bool):
+        super().__init__()
+        self.conv = kit.conv(in_channels, out_channels, 3)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = kit.activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.pool(self.conv(x))))
+
+
+# The network
+
+
+class VggSmall(Backbone):
+    def __init__(
+        self, kit: LayerKit, *, num_classes: int, in_channels: int, width: float, image_size: int
+    ):
+        super().__init__()
+        c = scaled_channels(128, width)
+        self.stem = Stem(kit, in_channels, c, image_size)
+        self.body = nn.Sequential(
+            VggUnit(kit, c, c, pool=True),
+            VggUnit(kit, c, 2 * c, pool=False),
+            VggUnit(kit, 2 * c, 2 * c, pool=True),
+            VggUnit(kit, 2 * c, 4 * c, pool=False),
+            VggUnit(kit, 4 * c, 4 * c, pool=True),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = kit.classifier(4 * c, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(self.stem(x))).flatten(1)
+
+
+# Registered constructors
+
+
+def _vgg_small(binary: bool, **kwargs) -> VggSmall:
+    precision_mode = kwargs.pop("precision_mode")
+    check_backbone_args(**kwargs)
+    return VggSmall(make_kit(binary, precision_mode), **kwargs)
+
+
+@BACKBONES.register("vgg_small_bnn")
+def vgg_small_bnn(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    width: float = 1.0,
+    image_size: int = 32,
+    precision_mode: str = "cyclebnn",
+) -> VggSmall:
+    """CIFAR VGG-Small, five binary convs, 8-bit stem/classifier."""
+    return _vgg_small(
+        True,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        width=width,
+        image_size=image_size,
+        precision_mode=precision_mode,
+    )
+
+
+@BACKBONES.register("vgg_small_fp")
+def vgg_small_fp(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    width: float = 1.0,
+    image_size: int = 32,
+    precision_mode: str = "cyclebnn",
+) -> VggSmall:
+    """Float reference of vgg_small_bnn (same topology, float convs, ReLU)."""
+    return _vgg_small(
+        False,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        width=width,
+        image_size=image_size,
+        precision_mode=precision_mode,
+    )
