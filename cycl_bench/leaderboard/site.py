@@ -1,0 +1,148 @@
+"""Build the static leaderboard site from validated submissions.
+
+The site works from file:// with no network: local CSS/JS, tables rendered into the HTML,
+charts as inline SVG. Jinja2 autoescaping covers every value that comes from a submission.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from cycl_bench import __version__
+from cycl_bench.evaluation import metrics
+from cycl_bench.evaluation.results import SUMMARY_KEYS
+from cycl_bench.leaderboard import svg
+from cycl_bench.leaderboard.submission import ReproducedSubmission, Submission
+from cycl_bench.leaderboard.table import Row, ranked, row_of, to_csv, to_json
+
+
+@dataclass
+class Entry:
+    submission: Submission
+    row: Row
+    source_file: Path
+
+    @property
+    def page(self) -> str:
+        """Path of the entry's page relative to the site root."""
+        return f"{self.submission.benchmark}/{self.row.slug}.html"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("cycl_bench.leaderboard", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["percent"] = lambda v, digits=2: "—" if v is None else f"{v * 100:.{digits}f}"
+    env.filters["number"] = lambda v, fmt=".3g": "—" if v is None else format(v, fmt)
+    env.filters["sort_value"] = lambda v: "" if v is None else repr(float(v))
+    return env
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def _copy_static(out: Path) -> None:
+    target = out / "static"
+    target.mkdir(parents=True, exist_ok=True)
+    for item in (resources.files("cycl_bench.leaderboard") / "static").iterdir():
+        if item.is_file():
+            (target / item.name).write_bytes(item.read_bytes())
+
+
+def _pareto(entries: list[Entry]) -> str | None:
+    points = [
+        (e.row.name, e.row.train_bitops, e.row.final_accuracy, e.page)
+        for e in entries
+        if e.row.status == "reproduced" and e.row.train_bitops
+    ]
+    return svg.pareto_plot(points) if points else None
+
+
+def _entry_charts(submission: ReproducedSubmission) -> dict[str, str]:
+    results = submission.results
+    matrices = [seed.accuracy_matrix for seed in results.per_seed]
+    rows, cols = len(matrices[0]), len(matrices[0][0])
+    mean_matrix = [
+        [sum(m[i][j] for m in matrices) / len(matrices) for j in range(cols)] for i in range(rows)
+    ]
+    curves = [metrics.accuracy_so_far(m, results.benchmark.test_sizes) for m in matrices]
+    return {"heatmap": svg.heatmap(mean_matrix), "curve": svg.accuracy_curve(curves)}
+
+
+def build_site(submissions: list[tuple[Path, Submission]], out: Path) -> list[Path]:
+    """Write the site into `out` (replacing what a previous build left); returns the pages."""
+    env = _environment()
+    if out.exists():
+        shutil.rmtree(out)
+    _copy_static(out)
+    by_benchmark: dict[str, list[Entry]] = defaultdict(list)
+    for path, submission in submissions:
+        by_benchmark[submission.benchmark].append(Entry(submission, row_of(submission), path))
+    common = {"version": __version__}
+    pages = []
+    benchmarks = []
+    for name in sorted(by_benchmark):
+        entries = by_benchmark[name]
+        reproduced = ranked([e.row for e in entries if e.row.status == "reproduced"])
+        claimed = ranked([e.row for e in entries if e.row.status == "claimed"])
+        downloads = {}
+        for kind, rows in (("reproduced", reproduced), ("claimed", claimed)):
+            for fmt, text in (("csv", to_csv(rows)), ("json", to_json(rows))):
+                file_name = f"{name}/{name}-{kind}.{fmt}"
+                _write(out / file_name, text)
+                downloads[f"{kind}_{fmt}"] = file_name
+        page = out / f"{name}.html"
+        _write(
+            page,
+            env.get_template("benchmark.html").render(
+                root="",
+                benchmark=name,
+                reproduced=reproduced,
+                claimed=claimed,
+                downloads=downloads,
+                pareto=_pareto(entries),
+                **common,
+            ),
+        )
+        pages.append(page)
+        benchmarks.append({"name": name, "reproduced": len(reproduced), "claimed": len(claimed)})
+        for entry in entries:
+            raw = f"{name}/{entry.row.slug}.json"
+            shutil.copyfile(entry.source_file, out / raw)
+            charts = (
+                _entry_charts(entry.submission)
+                if isinstance(entry.submission, ReproducedSubmission)
+                else {}
+            )
+            page = out / entry.page
+            _write(
+                page,
+                env.get_template("entry.html").render(
+                    root="../",
+                    benchmark=name,
+                    entry=entry.submission.entry,
+                    submission=entry.submission,
+                    row=entry.row,
+                    raw_file=entry.row.slug + ".json",
+                    summary_keys=SUMMARY_KEYS,
+                    charts=charts,
+                    **common,
+                ),
+            )
+            pages.append(page)
+    index = out / "index.html"
+    _write(index, env.get_template("index.html").render(root="", benchmarks=benchmarks, **common))
+    return [index, *pages]
