@@ -70,9 +70,11 @@ def profile_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
     for name, layer in probe.named_modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             hooks.append(layer.register_forward_hook(record(name)))
+    first_parameter = next(probe.parameters(), None)
+    device = first_parameter.device if first_parameter is not None else None
     try:
         with torch.enable_grad():
-            probe(torch.zeros(1, *input_shape))
+            probe(torch.zeros(1, *input_shape, device=device))
     finally:
         for hook in hooks:
             hook.remove()

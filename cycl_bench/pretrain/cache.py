@@ -1,0 +1,57 @@
+"""The pretrained-checkpoint cache: one folder per hash of everything that defines the weights.
+
+Key = sha256 of (resolved pretraining config, backbone name and its constructor kwargs, stream
+protocol hash, seed, fast). A folder holds `backbone.pt` (a plain state dict), `pretrain.json`
+(the key's inputs and the run's numbers), `metrics.csv` and `schedule.png`. Entries are written
+to a temporary folder and renamed, so a crashed run never leaves a half entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT = "backbone.pt"
+SIDECAR = "pretrain.json"
+
+
+def cache_key(inputs: dict[str, Any]) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def entry_dir(cache_dir: Path, backbone: str, key: str) -> Path:
+    return Path(cache_dir) / f"{backbone}-{key}"
+
+
+def read_entry(folder: Path, key: str) -> dict[str, Any] | None:
+    """The sidecar of a complete entry with this key, else None."""
+    sidecar = folder / SIDECAR
+    if not (sidecar.is_file() and (folder / CHECKPOINT).is_file()):
+        return None
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if record.get("cache_key") == key else None
+
+
+def staging_dir(folder: Path) -> Path:
+    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    return staging
+
+
+def commit_entry(staging: Path, folder: Path, key: str) -> None:
+    """Move a finished staging folder into place, unless another run completed it first."""
+    if read_entry(folder, key) is not None:
+        shutil.rmtree(staging)
+        return
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)

@@ -1,0 +1,112 @@
+"""`CyclicPrecision`: sets the bit widths of every training step from a schedule.
+
+It also evaluates (validation and test) at the deployment precision and restores the training
+precision afterwards, records the bits really applied at each step (read back from the model),
+and keeps the running training cost, logged as `precision/*` and `cost/*` metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+
+from cycl_bench.pretrain.config import PretrainConfig
+from cycl_bench.quant.cost import TrainingCost
+from cycl_bench.quant.precision import get_precision, set_precision
+from cycl_bench.quant.schedules import ConstantSchedule, CosineCycleSchedule, Schedule
+
+
+def schedule_for(config: PretrainConfig, total_steps: int) -> Schedule:
+    """The weight/activation schedule of a pretraining run of `total_steps` steps."""
+    if config.schedule == "cyclic":
+        return CosineCycleSchedule(
+            total_steps=total_steps,
+            min_bits=config.min_bits,
+            max_bits=config.max_bits,
+            cycles=config.cycles,
+            closing_fraction=config.closing_fraction,
+            closing_bits=config.eval_bits,
+        )
+    return ConstantSchedule(config.eval_bits)
+
+
+class CyclicPrecision(pl.Callback):
+    """Precision schedule, evaluation precision and cost accounting for `pl_module.backbone`.
+
+    `make_schedule(total_steps)` builds the schedule once the Trainer knows the step count.
+    `applied` holds (step, weight_bits, act_bits, grad_bits) for every training batch.
+    """
+
+    def __init__(
+        self,
+        make_schedule: Callable[[int], Schedule],
+        *,
+        input_shape: tuple[int, int, int],
+        grad_bits: int = 8,
+        eval_bits: int = 1,
+    ):
+        self.make_schedule = make_schedule
+        self.input_shape = tuple(input_shape)
+        self.grad_bits = grad_bits
+        self.eval_bits = eval_bits
+        self.schedule: Schedule | None = None
+        self.cost: TrainingCost | None = None
+        self.applied: list[tuple[int, int, int, int]] = []
+        self._training_precision: tuple | None = None
+
+    @classmethod
+    def from_config(cls, config: PretrainConfig, *, input_shape) -> CyclicPrecision:
+        return cls(
+            lambda total_steps: schedule_for(config, total_steps),
+            input_shape=input_shape,
+            grad_bits=config.grad_bits,
+            eval_bits=config.eval_bits,
+        )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.schedule = self.make_schedule(max(int(trainer.estimated_stepping_batches), 1))
+        self.cost = TrainingCost(pl_module.backbone, self.input_shape)
+        self.applied = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        bits = self.schedule(trainer.global_step)
+        set_precision(pl_module.backbone, weight_bits=bits, act_bits=bits, grad_bits=self.grad_bits)
+        self.applied.append((trainer.global_step, *get_precision(pl_module.backbone)))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.cost.step(batch_size=len(batch[1]))
+        _, weight_bits, act_bits, _ = self.applied[-1]
+        metrics = {
+            "precision/weight_bits": float(weight_bits),
+            "precision/act_bits": float(act_bits),
+            "cost/train_bitops": float(self.cost.total_bitops),
+            "cost/reduction_vs_fp32": self.cost.reduction_vs_fp32,
+        }
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Leave the model at the deployment precision, the one that gets saved."""
+        set_precision(pl_module.backbone, weight_bits=self.eval_bits, act_bits=self.eval_bits)
+
+    def _evaluate_at_deployment_precision(self, pl_module) -> None:
+        self._training_precision = get_precision(pl_module.backbone)
+        set_precision(pl_module.backbone, weight_bits=self.eval_bits, act_bits=self.eval_bits)
+
+    def _restore(self, pl_module) -> None:
+        weight_bits, act_bits, grad_bits = self._training_precision
+        set_precision(
+            pl_module.backbone, weight_bits=weight_bits, act_bits=act_bits, grad_bits=grad_bits
+        )
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._evaluate_at_deployment_precision(pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._restore(pl_module)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._evaluate_at_deployment_precision(pl_module)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._restore(pl_module)

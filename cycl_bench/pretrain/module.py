@@ -1,0 +1,64 @@
+"""The LightningModule: a backbone trained as a classifier with AdamW and a per-step cosine LR.
+
+Precision is not its business: the `CyclicPrecision` callback sets it around every step.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class BackboneClassifier(pl.LightningModule):
+    """Cross-entropy training of `backbone` (any module mapping images to class logits)."""
+
+    def __init__(self, backbone: nn.Module, *, num_classes: int, lr: float, weight_decay: float):
+        super().__init__()
+        self.backbone = backbone
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.train_accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def _loss(self, batch, accuracy: MulticlassAccuracy, stage: str) -> torch.Tensor:
+        # Avalanche items are (x, y, task); plain datasets (x, y)
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        accuracy(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, batch_size=len(y))
+        self.log(
+            f"{stage}/accuracy",
+            accuracy,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "train",
+            batch_size=len(y),
+        )
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._loss(batch, self.train_accuracy, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._loss(batch, self.val_accuracy, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._loss(batch, self.test_accuracy, "test")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,272 @@
+import csv
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from avalanche.benchmarks import nc_benchmark
+from torch.utils.data import DataLoader, TensorDataset
+
+from cycl_bench.cli import main
+from cycl_bench.data.base import Stream
+from cycl_bench.errors import UserError
+from cycl_bench.pretrain.callback import CyclicPrecision, schedule_for
+from cycl_bench.pretrain.config import PretrainConfig
+from cycl_bench.pretrain.module import BackboneClassifier
+from cycl_bench.pretrain.run import load_pretrained, pretrain
+from cycl_bench.quant.precision import get_precision
+from cycl_bench.registry import BACKBONES
+
+IMAGE_SHAPE = (3, 16, 16)
+CLASSES = 8  # two experiences of four classes
+
+
+def prototype_stream(seed: int = 0, *, train_per_class: int = 60) -> Stream:
+    """A small class-incremental stream: each class is a noisy copy of its own random image."""
+    generator = torch.Generator().manual_seed(seed)
+    prototypes = torch.randn(CLASSES, *IMAGE_SHAPE, generator=generator)
+
+    def draw(per_class: int) -> TensorDataset:
+        labels = torch.arange(CLASSES).repeat_interleave(per_class)
+        images = prototypes[labels] + torch.randn(len(labels), *IMAGE_SHAPE, generator=generator)
+        dataset = TensorDataset(images, labels)
+        dataset.targets = labels.tolist()
+        return dataset
+
+    benchmark = nc_benchmark(
+        draw(train_per_class),
+        draw(20),
+        n_experiences=2,
+        task_labels=False,
+        seed=seed,
+        fixed_class_order=list(range(CLASSES)),
+    )
+    return Stream(
+        name="prototypes",
+        scenario="nc",
+        source="synthetic",
+        benchmark=benchmark,
+        test_views=[experience.dataset for experience in benchmark.test_stream],
+        classes_per_experience=[[0, 1, 2, 3], [4, 5, 6, 7]],
+        num_classes=CLASSES,
+        image_shape=IMAGE_SHAPE,
+        protocol={"name": "prototypes", "seed": seed, "train_per_class": train_per_class},
+    )
+
+
+@pytest.fixture(scope="module")
+def stream() -> Stream:
+    return prototype_stream()
+
+
+@pytest.fixture(scope="module")
+def cyclic_run(stream, tmp_path_factory):
+    """One short cyclic-precision pretraining of tiny_bnn, shared by the tests that read it."""
+    config = PretrainConfig(epochs=4, batch_size=32)
+    cache_dir = tmp_path_factory.mktemp("cache")
+    result = pretrain(
+        config,
+        backbone="tiny_bnn",
+        stream=stream,
+        seed=0,
+        out_dir=tmp_path_factory.mktemp("out"),
+        cache_dir=cache_dir,
+    )
+    return config, cache_dir, result
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+def test_config_defaults_follow_the_papers():
+    config = PretrainConfig()
+    assert (config.schedule, config.mode) == ("cyclic", "cyclebnn")
+    assert (config.min_bits, config.max_bits, config.cycles) == (2, 6, 8)
+    assert (config.eval_bits, config.grad_bits) == (1, 8)
+    assert (config.lr, config.weight_decay) == (1e-3, 1e-5)
+    assert config.data == "first_experience"
+    assert config.closing_fraction == 0.0
+
+
+def test_cpt_mode_closes_at_the_eval_bits_unless_told_otherwise():
+    assert PretrainConfig(mode="cpt").closing_fraction == 0.1
+    assert PretrainConfig(mode="cpt", closing_fraction=0.0).closing_fraction == 0.0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"min_bits": 0},
+        {"max_bits": 9},
+        {"eval_bits": 0},
+        {"min_bits": 5, "max_bits": 3},
+        {"cycles": 0},
+        {"grad_bits": 1},
+        {"closing_fraction": 1.0},
+    ],
+)
+def test_invalid_config_is_a_user_error(fields):
+    with pytest.raises(UserError):
+        PretrainConfig(**fields)
+
+
+def test_unknown_config_key_is_refused():
+    with pytest.raises(ValueError):
+        PretrainConfig(cycle=8)
+
+
+# -- the callback ------------------------------------------------------------------------
+
+
+class PrecisionProbe(pl.Callback):
+    """Reads the precision the backbone really has during training and validation batches."""
+
+    def __init__(self):
+        self.training: list[tuple[int, tuple]] = []
+        self.validation: list[tuple] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.training.append((trainer.global_step, get_precision(pl_module.backbone)))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.validation.append(get_precision(pl_module.backbone))
+
+
+def test_callback_sets_the_scheduled_bits_every_step_and_evaluates_at_one_bit(tmp_path):
+    torch.manual_seed(0)
+    config = PretrainConfig(epochs=2, batch_size=16)
+    backbone = BACKBONES.build("tiny_bnn", num_classes=4, image_size=16)
+    module = BackboneClassifier(backbone, num_classes=4, lr=1e-3, weight_decay=1e-5)
+    data = TensorDataset(torch.randn(160, *IMAGE_SHAPE), torch.arange(160) % 4)
+    cyclic = CyclicPrecision.from_config(config, input_shape=IMAGE_SHAPE)
+    probe = PrecisionProbe()
+    trainer = pl.Trainer(
+        max_epochs=2,
+        callbacks=[cyclic, probe],
+        logger=pl.loggers.CSVLogger(tmp_path, name="", version=""),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=16), DataLoader(data, batch_size=80))
+
+    schedule = schedule_for(config, total_steps=20)
+    expected = [(step, (schedule(step), schedule(step), 8)) for step in range(20)]
+    assert probe.training == expected
+    assert {bits for _, bits in probe.training} >= {(2, 2, 8), (6, 6, 8)}
+    assert {bits[:2] for bits in probe.validation} == {(1, 1)}
+    assert get_precision(backbone) == (1, 1, 8)  # left at the deployment precision
+
+    with open(tmp_path / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row["precision/weight_bits"]]
+    assert [int(float(row["precision/weight_bits"])) for row in rows] == [
+        bits[0] for _, bits in expected
+    ]
+    bitops = [float(row["cost/train_bitops"]) for row in rows]
+    assert bitops == sorted(bitops) and bitops[0] > 0
+
+
+# -- pretrain() ----------------------------------------------------------------------------
+
+
+def test_short_cyclic_pretraining_is_well_above_chance_at_one_bit(cyclic_run):
+    _, _, result = cyclic_run
+    chance = 1 / 4  # validation holds the four classes of the first experience
+    assert not result.from_cache
+    assert result.val_accuracy > 0.8 > 3 * chance
+
+
+def test_pretraining_records_the_applied_schedule_and_its_cost(cyclic_run):
+    config, _, result = cyclic_run
+    record = json.loads((result.checkpoint.parent / "pretrain.json").read_text())
+    schedule = schedule_for(config, total_steps=result.steps)
+    applied = [tuple(bits) for bits in record["applied_bits"]]
+    assert applied == [(step, schedule(step), schedule(step), 8) for step in range(result.steps)]
+    assert result.schedule_png.stat().st_size > 0
+    with open(result.metrics_csv) as file:
+        header = next(csv.reader(file))
+    assert {"precision/weight_bits", "cost/train_bitops", "val/accuracy"} <= set(header)
+    assert 0 < result.train_bitops < result.fp32_bitops
+    assert 0.9 < result.reduction_vs_fp32 < 1
+
+
+def test_checkpoint_is_a_plain_state_dict_that_reproduces_the_accuracy(stream, cyclic_run):
+    _, _, result = cyclic_run
+    assert isinstance(torch.load(result.checkpoint, weights_only=True), dict)
+    model = BACKBONES.build("tiny_bnn", **result.backbone_kwargs)
+    assert load_pretrained(model, result.checkpoint) == []
+    assert get_precision(model)[:2] == (1, 1)
+    test = stream.test_views[0]
+    model.eval()
+    with torch.no_grad():
+        correct = sum(
+            int((model(x).argmax(1) == y).sum()) for x, y, *_ in DataLoader(test, batch_size=40)
+        )
+    assert correct / len(test) == pytest.approx(result.val_accuracy, abs=1e-6)
+
+
+def test_a_second_identical_call_comes_from_the_cache(stream, cyclic_run, tmp_path):
+    config, cache_dir, first = cyclic_run
+    again = pretrain(
+        config, backbone="tiny_bnn", stream=stream, seed=0, out_dir=tmp_path, cache_dir=cache_dir
+    )
+    assert again.from_cache
+    assert again.checkpoint == first.checkpoint
+    assert again.val_accuracy == first.val_accuracy
+    assert again.train_bitops == first.train_bitops
+    assert (tmp_path / "pretrain_metrics.csv").is_file()
+
+
+def test_a_changed_field_misses_the_cache(stream, tmp_path):
+    def run(config):
+        return pretrain(
+            config,
+            backbone="tiny_bnn",
+            stream=stream,
+            seed=0,
+            out_dir=tmp_path / "out",
+            cache_dir=tmp_path / "cache",
+            fast=True,
+        )
+
+    first = run(PretrainConfig(epochs=1, batch_size=64))
+    changed = run(PretrainConfig(epochs=1, batch_size=64, cycles=4))
+    assert not changed.from_cache
+    assert changed.cache_key != first.cache_key
+    assert run(PretrainConfig(epochs=1, batch_size=64, num_workers=0)).from_cache
+
+
+def test_load_pretrained_refuses_another_backbone(cyclic_run):
+    _, _, result = cyclic_run
+    other = BACKBONES.build("tiny_bnn", **(result.backbone_kwargs | {"width": 2.0}))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_pretrained(other, result.checkpoint)
+
+
+def test_load_pretrained_leaves_out_a_resized_classifier(cyclic_run):
+    _, _, result = cyclic_run
+    model = BACKBONES.build("tiny_bnn", **(result.backbone_kwargs | {"num_classes": 5}))
+    assert load_pretrained(model, result.checkpoint) == ["classifier.weight"]
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        (["--min-bits", "0"], "min_bits=0"),
+        (["--max-bits", "9"], "max_bits=9"),
+        (["--min-bits", "5", "--max-bits", "3"], "min_bits=5 > max_bits=3"),
+        (["--cycles", "0"], "cycles=0"),
+        (["--backbone", "resnet_bnn"], "unknown backbone 'resnet_bnn'"),
+    ],
+)
+def test_bad_pretrain_input_exits_2_with_one_line(options, problem, capsys):
+    argv = ["pretrain", "--backbone", "tiny_bnn", "--benchmark", "core50_nc", *options]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ")
+    assert captured.err.count("\n") == 1
+    assert problem in captured.err
