@@ -1,14 +1,241 @@
-"""Shipped configs (inside the package, so a non-editable install finds them)."""
+"""Experiment configs: shipped YAML parts composed into one validated, resolved config.
+
+An experiment file (configs/experiments/NAME.yaml) names a benchmark part, a backbone part and
+strategy parts (configs/benchmarks/, backbones/, strategies/), and sets pretraining, seeds and the
+`fast` preset. The parts live inside the package so a non-editable install finds them.
+
+Resolution order: experiment + parts -> `fast` preset (with --fast) -> command-line flags ->
+`key=value` overrides -> validation (pydantic; unknown keys are errors with a suggestion).
+"""
 
 from __future__ import annotations
 
+import copy
 from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cycl_bench.errors import UserError, suggest
+from cycl_bench.pretrain.config import PretrainConfig
 
 
 def config_root():
     return resources.files("cycl_bench") / "configs"
 
 
-def shipped_experiments() -> list[str]:
-    folder = config_root() / "experiments"
+def _names(kind: str) -> list[str]:
+    folder = config_root() / kind
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def shipped_experiments() -> list[str]:
+    return _names("experiments")
+
+
+def load_part(kind: str, name: str) -> dict[str, Any]:
+    """configs/<kind>/<name>.yaml as a dict; UserError naming the shipped ones if missing."""
+    path = config_root() / kind / f"{name}.yaml"
+    if not path.is_file():
+        known = _names(kind)
+        singular = kind.rstrip("s")
+        raise UserError(
+            f"no shipped {singular} config '{name}'{suggest(name, known)}; "
+            f"shipped: {', '.join(known)}"
+        )
+    return yaml.safe_load(path.read_text()) or {}
+
+
+# -- the resolved config -------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceOptions(_Strict):
+    """Benchmark options per data source (the sources take different options)."""
+
+    real: dict[str, Any] = Field(default_factory=dict)
+    synthetic: dict[str, Any] = Field(default_factory=dict)
+    folder: dict[str, Any] = Field(default_factory=dict)
+
+
+class BenchmarkConfig(_Strict):
+    name: str
+    seed: int = 0
+    """The stream seed (class order, synthetic generation): part of the protocol."""
+    options: SourceOptions = Field(default_factory=SourceOptions)
+
+    def options_for(self, data: str) -> dict[str, Any]:
+        source = "folder" if data.startswith("folder:") else data
+        return dict(getattr(self.options, source, {}))
+
+
+class BackboneConfig(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExperimentConfig(_Strict):
+    experiment: str
+    description: str = ""
+    benchmark: BenchmarkConfig
+    backbone: BackboneConfig
+    pretrain: PretrainConfig
+    # entry name -> {"use": registered strategy (default: the entry name), **params}
+    strategy: dict[str, dict[str, Any]]
+    seeds: list[int] = Field(min_length=1)
+    data: str = "real"
+    data_root: str | None = None
+    device: str = "cpu"
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    fast: bool = False
+
+    @field_validator("strategy")
+    @classmethod
+    def _some_strategy(cls, entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not entries:
+            raise ValueError("at least one strategy is needed")
+        return entries
+
+    def strategy_of(self, entry: str) -> tuple[str, dict[str, Any]]:
+        """(registered strategy name, its parameters) of a strategy entry."""
+        params = dict(self.strategy[entry])
+        return params.pop("use", entry), params
+
+
+def compose(experiment: str, *, fast: bool = False) -> dict[str, Any]:
+    """The experiment's raw dict with its parts filled in (before overrides)."""
+    raw = load_part("experiments", experiment)
+    raw["experiment"] = experiment
+    preset = raw.pop("fast_preset", {}) or {}
+    raw["benchmark"] = load_part("benchmarks", raw["benchmark"])
+    raw["backbone"] = load_part("backbones", raw["backbone"])
+    # each strategy part is a named configuration: `use:` picks the registered strategy
+    raw["strategy"] = {entry: load_part("strategies", entry) for entry in raw.pop("strategies")}
+    if fast:
+        raw["fast"] = True
+        for key, value in preset.items():
+            set_dotted(raw, key, value)
+    return raw
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """tree['a']['b'] = value for 'a.b'; a '*' part sets the key in every child section."""
+    parts = key.split(".")
+    if "*" in parts:
+        star = parts.index("*")
+        parent = tree
+        for part in parts[:star]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            raise UserError(f"cannot set '{key}': '{'.'.join(parts[:star])}' is not a section")
+        rest = ".".join(parts[star + 1 :])
+        for child in parent.values():
+            if isinstance(child, dict):
+                set_dotted(child, rest, copy.deepcopy(value))
+        return
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"cannot set '{key}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'a.b=value' -> ('a.b', YAML-parsed value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"malformed override '{text}'; write key=value, e.g. seeds=[0]")
+    try:
+        return key, yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        raise UserError(f"cannot parse the value of override '{text}'") from None
+
+
+def resolve(
+    experiment: str,
+    *,
+    overrides: list[str] = (),
+    fast: bool = False,
+    **flags: Any,
+) -> ExperimentConfig:
+    """Compose, apply flags (None = not given) and key=value overrides, validate."""
+    if experiment not in shipped_experiments():
+        known = shipped_experiments()
+        raise UserError(
+            f"unknown experiment '{experiment}'{suggest(experiment, known)}; "
+            f"shipped: {', '.join(known)}"
+        )
+    raw = compose(experiment, fast=fast)
+    for key, value in flags.items():
+        if value is not None:
+            raw[key] = value
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(raw, key, value)
+    return validate(raw)
+
+
+def validate(raw: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise UserError(_describe(error)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    key = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        valid = _valid_keys(loc[:-1])
+        hint = suggest(loc[-1], valid)
+        return f"unknown config key '{key}'{hint}; valid keys here: {', '.join(valid)}"
+    if first["type"] == "missing":
+        return f"config key '{key}' is required"
+    return f"config key '{key}': {first['msg']}"
+
+
+def _valid_keys(path: list[str]) -> list[str]:
+    model: type[BaseModel] = ExperimentConfig
+    for part in path:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def to_yaml(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def load_resolved(path: Path) -> ExperimentConfig:
+    """A resolved config written by a run (for --resume)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"cannot read the run's config {path}: {error}") from None
+    return validate(copy.deepcopy(raw))
+
+
+def shipped_protocol(benchmark: str) -> dict[str, Any]:
+    """The protocol the shipped benchmark config defines on real data (no data needed)."""
+    from cycl_bench.data import protocol_of
+
+    part = BenchmarkConfig.model_validate(load_part("benchmarks", benchmark))
+    return protocol_of(part.name, data="real", seed=part.seed, **part.options_for("real"))
+
+
+def shipped_protocol_hash(benchmark: str) -> str:
+    from cycl_bench.data.base import protocol_hash
+
+    return protocol_hash(shipped_protocol(benchmark))

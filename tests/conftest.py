@@ -1,0 +1,13 @@
+"""Shared test set-up: caches and data roots in temporary folders, never the user's."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_caches(tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CYCL_BENCH_CACHE", str(tmp_path_factory.mktemp("checkpoints")))
+    patch.setenv("CYCL_BENCH_DATA", str(tmp_path_factory.mktemp("data")))
+    patch.setenv("WANDB_SILENT", "true")
+    yield
+    patch.undo()

@@ -1,0 +1,125 @@
+"""Shipped configs load and validate; overrides and their errors behave as documented."""
+
+import subprocess
+import sys
+
+import pytest
+
+from cycl_bench import config
+from cycl_bench.errors import UserError
+
+
+@pytest.mark.parametrize("experiment", config.shipped_experiments())
+def test_every_shipped_experiment_resolves(experiment):
+    resolved = config.resolve(experiment)
+    assert resolved.experiment == experiment
+    assert resolved.seeds == [0, 1, 2]
+    assert resolved.pretrain.schedule == "cyclic"
+    assert (resolved.pretrain.min_bits, resolved.pretrain.max_bits) == (2, 6)
+    fast = config.resolve(experiment, fast=True)
+    assert fast.fast and fast.backbone.name == "tiny_bnn"
+
+
+def test_the_four_experiments_of_the_suite_are_shipped():
+    assert set(config.shipped_experiments()) >= {
+        "core50_nc",
+        "core50_ni",
+        "split_cifar10",
+        "split_cifar100",
+    }
+
+
+def test_strategy_variants_name_the_strategy_they_use():
+    resolved = config.resolve("core50_nc")
+    assert resolved.strategy_of("hq_cwr_star_8") == ("hq_cwr_star", {"grad_bits": 8})
+    assert resolved.strategy_of("hq_cwr_star") == ("hq_cwr_star", {"grad_bits": 16})
+
+
+def test_overrides_take_yaml_values_and_dotted_keys():
+    resolved = config.resolve(
+        "core50_nc",
+        overrides=["seeds=[4, 5]", "strategy.hq_cwr_star.grad_bits=8", "pretrain.cycles=4"],
+    )
+    assert resolved.seeds == [4, 5]
+    assert resolved.strategy["hq_cwr_star"]["grad_bits"] == 8
+    assert resolved.pretrain.cycles == 4
+
+
+def test_a_star_sets_a_key_in_every_section():
+    resolved = config.resolve("core50_nc", overrides=["strategy.*.epochs=1"])
+    assert all(params["epochs"] == 1 for params in resolved.strategy.values())
+
+
+def test_flags_apply_before_overrides():
+    resolved = config.resolve("core50_nc", overrides=["seeds=[9]"], seeds=[1], data="synthetic")
+    assert resolved.seeds == [9]
+    assert resolved.data == "synthetic"
+
+
+def test_an_unknown_key_is_named_with_the_closest_valid_one():
+    with pytest.raises(UserError, match=r"'pretrain.min_bitz' \(did you mean 'min_bits'\?\)"):
+        config.resolve("core50_nc", overrides=["pretrain.min_bitz=3"])
+    with pytest.raises(UserError, match=r"'sedes' \(did you mean 'seeds'\?\)"):
+        config.resolve("core50_nc", overrides=["sedes=[0]"])
+
+
+@pytest.mark.parametrize("override", ["seeds", "=3", "pretrain..cycles=2", "seeds=[0"])
+def test_malformed_overrides_are_user_errors(override):
+    with pytest.raises(UserError):
+        config.resolve("core50_nc", overrides=[override])
+
+
+def test_bad_values_are_user_errors():
+    with pytest.raises(UserError, match="max_bits"):
+        config.resolve("core50_nc", overrides=["pretrain.max_bits=12"])
+    with pytest.raises(UserError, match="wandb"):
+        config.resolve("core50_nc", overrides=["wandb=sometimes"])
+
+
+def test_an_unknown_experiment_lists_the_shipped_ones():
+    with pytest.raises(UserError, match="did you mean 'core50_nc'.*shipped: core50_nc"):
+        config.resolve("core50nc")
+
+
+def test_the_resolved_config_round_trips_through_yaml(tmp_path):
+    resolved = config.resolve("core50_ni", fast=True, data="synthetic")
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml(resolved))
+    assert config.load_resolved(path) == resolved
+
+
+def test_configs_are_found_from_a_non_editable_install(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            ".",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    probe = (
+        "import cycl_bench, cycl_bench.config as c; "
+        "print(cycl_bench.__file__); print(','.join(c.shipped_experiments())); "
+        "print(c.load_part('strategies', 'hq_cwr_star_8'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    installed_at, experiments, part = done.stdout.splitlines()
+    assert installed_at.startswith(str(target))
+    assert "core50_nc" in experiments.split(",")
+    assert "grad_bits" in part
