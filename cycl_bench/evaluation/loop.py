@@ -1,0 +1,151 @@
+"""One (strategy, seed) run over a stream: train experience by experience, evaluate, measure.
+
+After each training experience the model is evaluated on every test view of the stream at its
+deployed precision (1-bit weights and activations on binary backbones), giving row i of the
+accuracy matrix A[i][j]. Final accuracy, forgetting and BWT come from `results.seed_metrics`.
+Costs per experience: wall-clock training time, peak memory (RSS on CPU, the allocator's peak
+on CUDA), training BitOPs (`TrainingCostMeter`). Seeding goes through Avalanche's RNG manager
+(torch, numpy, random): the same seed on CPU gives identical metrics.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from avalanche.training.determinism.rng_manager import RNGManager
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cycl_bench.data.base import Stream
+from cycl_bench.evaluation.costs import TrainingCostMeter
+from cycl_bench.evaluation.resources import peak_memory_mb, reset_peak_memory
+from cycl_bench.evaluation.results import ExperienceCost, SeedResult, seed_metrics
+from cycl_bench.quant.precision import model_size_bytes, set_precision
+from cycl_bench.registry import BACKBONES
+from cycl_bench.strategies import ContinualStrategy, build_strategy
+from cycl_bench.strategies.latent_cache import cpu_rng_untouched
+
+DEPLOYED_BITS = 1
+EVAL_BATCH_SIZE = 256
+ExperienceCallback = Callable[[int, dict[str, Any]], None]
+
+
+def seed_everything(seed: int) -> None:
+    RNGManager.set_random_seeds(seed)
+    random.seed(seed)
+
+
+def build_model(
+    stream: Stream, backbone: str, backbone_kwargs: dict[str, Any], checkpoint: Path | None
+) -> nn.Module:
+    """A fresh backbone sized for the stream, pretrained weights loaded, at deployed precision."""
+    channels, height, _ = stream.image_shape
+    kwargs = {"num_classes": stream.num_classes, "in_channels": channels, "image_size": height}
+    model = BACKBONES.build(backbone, **{**kwargs, **backbone_kwargs})
+    if checkpoint is not None:
+        from cycl_bench.pretrain.run import load_pretrained
+
+        load_pretrained(model, Path(checkpoint))
+    set_precision(model, weight_bits=DEPLOYED_BITS, act_bits=DEPLOYED_BITS)
+    return model
+
+
+@torch.no_grad()
+def view_accuracy(model: nn.Module, view, device="cpu", batch_size: int = EVAL_BATCH_SIZE) -> float:
+    """Fraction of a test view classified correctly (items are (x, y, ...))."""
+    correct = total = 0
+    for batch in DataLoader(view, batch_size=batch_size, shuffle=False):
+        x, y = batch[0].to(device), torch.as_tensor(batch[1]).to(device)
+        correct += int((model(x).argmax(dim=1) == y).sum())
+        total += len(y)
+    return correct / total
+
+
+def accuracy_row(model: nn.Module, views, device="cpu") -> list[float]:
+    """Accuracy on every test view, in eval mode, without moving the training RNG."""
+    modes = {name: module.training for name, module in model.named_modules()}
+    model.eval()
+    try:
+        with cpu_rng_untouched():
+            return [view_accuracy(model, view, device) for view in views]
+    finally:
+        for name, module in model.named_modules():
+            module.train(modes[name])
+
+
+def _train_quietly(strategy: ContinualStrategy, experience) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="avalanche")
+        strategy.train(experience)
+
+
+def run_strategy(
+    stream: Stream,
+    *,
+    strategy: str,
+    params: dict[str, Any],
+    backbone: str,
+    backbone_kwargs: dict[str, Any],
+    checkpoint: Path | None,
+    seed: int,
+    device="cpu",
+    on_experience: ExperienceCallback | None = None,
+) -> SeedResult:
+    """Train `strategy` on `stream` from a fresh backbone and return the seed's results.
+
+    `on_experience(index, info)` is called after each experience with its accuracy row, its
+    costs, and (for cached strategies) the latent cache's size.
+    """
+    seed_everything(seed)
+    model = build_model(stream, backbone, backbone_kwargs, checkpoint).to(device)
+    built = build_strategy(
+        strategy,
+        model=model,
+        params=params,
+        device=device,
+        deterministic_inputs=stream.train_deterministic,
+    )
+    meter = TrainingCostMeter(built, stream.image_shape)
+    built.template.plugins.append(meter)
+
+    matrix: list[list[float]] = []
+    per_experience: list[ExperienceCost] = []
+    for index, experience in enumerate(stream.train_stream):
+        bitops_before = meter.total_bitops
+        reset_peak_memory(device)
+        started = time.perf_counter()
+        _train_quietly(built, experience)
+        train_time = time.perf_counter() - started
+        peaks = peak_memory_mb(device)
+        row = accuracy_row(model, stream.test_views, device)
+        matrix.append(row)
+        cost = ExperienceCost(
+            train_time_s=train_time,
+            peak_memory_mb=peaks.get("cuda_mb", peaks["rss_mb"]),
+            train_bitops=meter.total_bitops - bitops_before,
+        )
+        per_experience.append(cost)
+        if on_experience is not None:
+            info = {"accuracy_row": row, **cost.model_dump(), **peaks}
+            if built.latent_cache is not None:
+                info["latent_cache_bytes"] = built.latent_cache.cache_bytes
+            on_experience(index, info)
+
+    return SeedResult(
+        seed=seed,
+        accuracy_matrix=matrix,
+        **seed_metrics(matrix, stream.test_sizes),
+        train_time_s=sum(c.train_time_s for c in per_experience),
+        peak_memory_mb=max(c.peak_memory_mb for c in per_experience),
+        train_bitops=meter.total_bitops,
+        bitops_reduction_vs_fp32=meter.reduction_vs_fp32,
+        model_size_bytes=model_size_bytes(model),
+        per_experience=per_experience,
+    )
