@@ -107,10 +107,11 @@ def read_submission(path: Path) -> tuple[Submission | None, list[Problem]]:
         reason = f"file is {size / 2**20:.1f} MiB; submissions are capped at {cap} MiB"
         return None, [Problem(ROOT, reason)]
     try:
-        data = json.loads(path.read_bytes())
+        return parse_submission(json.loads(path.read_bytes()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return None, [Problem(ROOT, f"not valid JSON: {error}")]
-    return parse_submission(data)
+    except RecursionError:
+        return None, [Problem(ROOT, "JSON nested too deeply")]
 
 
 # -- checks on one submission ------------------------------------------------------------------
@@ -224,7 +225,7 @@ def _other_submissions(checked: list[Checked]) -> Iterator[tuple[Path, Submissio
         for path in sorted(root.glob("*/*.json")):
             if path.resolve() in mine:
                 continue
-            submission, problems = read_submission(path)
+            submission, _ = read_submission(path)
             if submission is not None:
                 yield path, submission
 
