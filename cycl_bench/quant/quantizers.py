@@ -15,8 +15,9 @@ are fake-quantized to k bits. Then, depending on the precision mode:
   the cycled precision only changes which latent values flip sign and how gradients flow.
 - `cpt`: the layer computes with the k-bit values; only at 1 bit does it take the sign.
 
-Straight-through estimators: identity for the weight sign (Brevitas' `binary_sign_ste`) and
-ApproxSign `max(0, 2 - 2|x|)` for the activation sign; rounding is Brevitas' `round_ste`.
+Straight-through estimators: identity for the weight sign and ApproxSign `max(0, 2 - 2|x|)`
+for the activation sign; rounding is Brevitas' `round_ste`. The sign maps 0 to +1 like Brevitas'
+`binary_sign`, computed with `copysign` (one pass over the tensor, several times faster on CPU).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 
 import brevitas
 import torch
-from brevitas.function.ops_ste import binary_sign_ste, round_ste
+from brevitas.function.ops_ste import round_ste
 from brevitas.inject import ExtendedInjector, value
 from brevitas.proxy import ActQuantProxyFromInjector, WeightQuantProxyFromInjector
 
@@ -56,13 +57,34 @@ def check_precision_mode(mode: str) -> str:
     return mode
 
 
+def binary_sign(x: torch.Tensor) -> torch.Tensor:
+    """+1 for x >= 0, -1 for x < 0 (and for -0.0)."""
+    return torch.ones_like(x).copysign_(x)
+
+
+class SignSteFn(torch.autograd.Function):
+    """binary_sign with the identity straight-through gradient (weights)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return binary_sign(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    return SignSteFn.apply(x)
+
+
 class ApproxSignFn(torch.autograd.Function):
-    """sign(x) (0 -> +1) with the ApproxSign gradient `max(0, 2 - 2|x|)` (Bi-Real Net)."""
+    """binary_sign with the ApproxSign gradient `max(0, 2 - 2|x|)` (Bi-Real Net; activations)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        return binary_sign(x)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
@@ -84,8 +106,9 @@ def uniform_fake_quant(
     """
     levels = 2**bits - 1
     step = (high - low).clamp_min(1e-8) / levels
-    clamped = torch.minimum(torch.maximum(x, low), high)
-    return round_ste((clamped - low) / step) * step + low
+    # Clamping in level units uses scalar bounds: a cheaper backward than tensor bounds.
+    normalized = ((x - low) * step.reciprocal()).clamp_(0.0, levels)
+    return torch.addcmul(low, round_ste(normalized), step)
 
 
 class SwitchableBitWidth(brevitas.jit.ScriptModule):
@@ -127,19 +150,23 @@ class SwitchableBinaryWeightTensorQuant(brevitas.jit.ScriptModule):
         self.register_buffer("zero", torch.tensor(0.0, device=device), persistent=False)
 
     def scaled_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        # Var = E[w^2] - E[w]^2 (population variance): one fused pass, much faster than
+        # torch.var on CPU; the means are computed once and reused for the gain.
         flat = weight.reshape(weight.shape[0], -1)
-        gain = WEIGHT_SCALE_GAIN * torch.rsqrt(flat.var(dim=1, keepdim=True) + WEIGHT_SCALE_EPS)
+        mean = flat.mean(dim=1, keepdim=True)
+        variance = (flat * flat).mean(dim=1, keepdim=True) - mean * mean
+        gain = WEIGHT_SCALE_GAIN * torch.rsqrt(variance.clamp_min(0.0) + WEIGHT_SCALE_EPS)
         return flat * gain
 
     def forward(self, weight: torch.Tensor):
         bits = self.bit_width_impl.bits
         scaled = self.scaled_weight(weight)
         if bits == 1:
-            return binary_sign_ste(scaled).view_as(weight), self.unit, self.zero, self.unit
+            return sign_ste(scaled).view_as(weight), self.unit, self.zero, self.unit
         low, high = torch.aminmax(scaled.detach(), dim=1, keepdim=True)
         quantized = uniform_fake_quant(scaled, low, high, bits)
         if self.precision_mode == "cyclebnn":
-            return binary_sign_ste(quantized).view_as(weight), self.unit, self.zero, self.unit
+            return sign_ste(quantized).view_as(weight), self.unit, self.zero, self.unit
         return quantized.view_as(weight), self.unit, self.zero, self.bit_width_impl()
 
 
