@@ -155,6 +155,14 @@ def test_checkpoint_round_trip_restores_precision(tmp_path):
         assert torch.equal(model(x), fresh(x))
 
 
+def test_untrained_model_state_dict_loads_strictly_into_a_fresh_one():
+    source = tiny()
+    set_precision(source, weight_bits=2, act_bits=3)
+    fresh = tiny()
+    fresh.load_state_dict(source.state_dict(), strict=True)
+    assert get_precision(fresh) == (2, 3, 32)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

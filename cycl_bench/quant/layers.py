@@ -2,15 +2,15 @@
 
 - `BinaryConv2d`: a Brevitas `QuantConv2d` with the switchable CycleBNN quantizers on its weights
   and input, a learned per-channel output scale, and a gradient quantizer on its output.
-- `fixed_quant_conv2d` / `fixed_quant_linear`: the 8-bit stem and classifier (Brevitas' stock
-  Int8 quantizers), which stay at 8 bits whatever the switchable layers do.
+- `fixed_quant_conv2d` / `fixed_quant_linear`: the 8-bit stem and classifier (Brevitas' Int8
+  quantizers, learned scales), which stay at 8 bits whatever the switchable layers do.
 """
 
 from __future__ import annotations
 
 import torch
 from brevitas.nn import QuantConv2d, QuantLinear
-from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat
+from brevitas.quant import Int8ActPerTensorFloatMinMaxInit, Int8WeightPerChannelFloat
 
 from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS, GradientQuantizer, check_grad_bits
 from cycl_bench.quant.quantizers import (
@@ -22,6 +22,25 @@ from cycl_bench.quant.quantizers import (
 )
 
 FIXED_BITS = 8
+
+
+class Int8ImageQuant(Int8ActPerTensorFloatMinMaxInit):
+    """8-bit stem input: a learned scale initialised to cover normalised images (|x| <= 4).
+
+    A learned scale from a fixed initial range (rather than Brevitas' runtime-statistics
+    quantizers) keeps the state dict the same before and after training, so any checkpoint,
+    even of an untrained model, loads strictly into a fresh one.
+    """
+
+    min_val = -4.0
+    max_val = 4.0
+
+
+class Int8FeatureQuant(Int8ActPerTensorFloatMinMaxInit):
+    """8-bit classifier input: a learned scale initialised to |x| <= 2 (pooled features)."""
+
+    min_val = -2.0
+    max_val = 2.0
 
 
 class BinaryConv2d(QuantConv2d):
@@ -108,7 +127,7 @@ def fixed_quant_conv2d(
     in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
 ) -> QuantConv2d:
     """8-bit stem convolution: int8 per-channel weights, int8 input (the image)."""
-    layer = QuantConv2d(
+    return QuantConv2d(
         in_channels,
         out_channels,
         kernel_size,
@@ -116,10 +135,9 @@ def fixed_quant_conv2d(
         padding=padding,
         bias=False,
         weight_quant=Int8WeightPerChannelFloat,
-        input_quant=Int8ActPerTensorFloat,
+        input_quant=Int8ImageQuant,
         return_quant_tensor=False,
     )
-    return layer
 
 
 def fixed_quant_linear(in_features: int, out_features: int) -> QuantLinear:
@@ -129,6 +147,6 @@ def fixed_quant_linear(in_features: int, out_features: int) -> QuantLinear:
         out_features,
         bias=False,
         weight_quant=Int8WeightPerChannelFloat,
-        input_quant=Int8ActPerTensorFloat,
+        input_quant=Int8FeatureQuant,
         return_quant_tensor=False,
     )
