@@ -43,6 +43,8 @@ class Stream:
     image_shape: tuple[int, int, int]
     protocol: dict[str, Any]
     class_names: list[str] = field(default_factory=list)
+    # True when the train transform has no randomness (a frozen backbone's features can be cached)
+    train_deterministic: bool = True
 
     @property
     def protocol_hash(self) -> str:
@@ -71,6 +73,7 @@ class Stream:
             "test_sizes": self.test_sizes,
             "num_classes": self.num_classes,
             "image_shape": list(self.image_shape),
+            "train_deterministic": self.train_deterministic,
             "protocol_hash": self.protocol_hash,
         }
 

@@ -1,0 +1,81 @@
+"""Data root rules and downloads that fail fast and clearly when the host is unreachable."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.error import URLError
+from urllib.parse import urlparse
+
+from cycl_bench.data.base import default_data_root
+from cycl_bench.errors import UserError
+
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 60
+OFFLINE_HINT = "or use --data synthetic to run offline"
+
+
+def resolve_data_root(data_root: Path | str | None) -> Path:
+    """--data-root, else $CYCL_BENCH_DATA, else the user cache directory."""
+    return Path(data_root).expanduser() if data_root else default_data_root()
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create `folder` and prove a file can be written there, before any download starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(
+            f"data root {folder} is not writable ({error.strerror or error}); "
+            "pass --data-root DIR or set CYCL_BENCH_DATA to a writable folder"
+        ) from None
+
+
+def _check_reachable(url: str) -> None:
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    with socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S):
+        pass
+
+
+@contextmanager
+def _read_timeout() -> Iterator[None]:
+    """urllib (used by torchvision) waits forever by default; a stalled host should not."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(READ_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+@contextmanager
+def downloading(dataset: str, folder: Path, files: list[str], urls: list[str]) -> Iterator[None]:
+    """Guard a download: probe every host first (seconds, not minutes, when offline), turn
+    network errors into one UserError naming the folder, the files expected there and where
+    to get them, and the offline alternative."""
+
+    def failure(reason: str) -> UserError:
+        return UserError(
+            f"cannot download {dataset} ({reason}); place {', '.join(files)} in {folder} "
+            f"(from {' '.join(urls)}), {OFFLINE_HINT}"
+        )
+
+    for url in urls:
+        try:
+            _check_reachable(url)
+        except OSError as error:
+            host = urlparse(url).hostname
+            raise failure(f"{host} unreachable: {error.strerror or error}") from None
+    try:
+        with _read_timeout():
+            yield
+    except (URLError, OSError) as error:
+        raise failure(f"download failed: {error}") from None
+    except RuntimeError as error:  # torchvision's checksum / redirect errors
+        raise failure(str(error)) from None

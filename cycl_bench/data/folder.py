@@ -1,0 +1,243 @@
+"""A user's own images as a stream.
+
+NI (`core50_ni`): `PATH/<session>/<class>/*.png|jpg`, one experience per session folder in
+natural order; the session folder named `test` is the shared test set.
+NC (`core50_nc`): `PATH/<class>/*.png|jpg`; the classes, in an order drawn from the stream
+seed, are split into experiences by the `split` option (`2`: two classes per experience, or
+sizes such as `4,2,2`); a `test_fraction` of every class, drawn with the same seed, is held out.
+Images are read once, converted to RGB and resized to `image_size` x `image_size`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from avalanche.benchmarks import dataset_benchmark
+from PIL import Image, UnidentifiedImageError
+
+from cycl_bench.data.assemble import ImageTensorDataset, make_stream
+from cycl_bench.data.base import Stream
+from cycl_bench.data.options import require_positive, resolve_options
+from cycl_bench.data.protocol import Plan
+from cycl_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from cycl_bench.data.transforms import train_transform as make_train_transform
+from cycl_bench.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+TEST_SESSION = "test"
+NI_DEFAULTS = {"image_size": 32, "augment": False}
+NC_DEFAULTS = {"image_size": 32, "augment": False, "split": "2", "test_fraction": 0.2}
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: _natural_key(p.name))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _check_root(root: Path) -> None:
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist; check the path after folder:")
+
+
+def _fingerprint(root: Path, files: list[Path]) -> str:
+    """Names and sizes of every image: a changed tree gives a different protocol hash."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}:{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _class_tree(folder: Path) -> dict[str, list[Path]]:
+    """class name -> images, for `folder/<class>/*`; classes without images are left out."""
+    tree = {sub.name: _images_in(sub) for sub in _subfolders(folder)}
+    return {name: files for name, files in tree.items() if files}
+
+
+# ---------------------------------------------------------------- NI: session folders
+
+
+def _ni_layout(root: Path) -> tuple[dict[str, dict[str, list[Path]]], dict[str, list[Path]]]:
+    _check_root(root)
+    sessions = {s.name: _class_tree(s) for s in _subfolders(root) if s.name != TEST_SESSION}
+    sessions = {name: tree for name, tree in sessions.items() if tree}
+    if not sessions:
+        raise UserError(
+            f"no images found in {root}: expected {root}/<session>/<class>/*.png|jpg "
+            f"and a {root}/{TEST_SESSION}/<class>/ folder"
+        )
+    if not (root / TEST_SESSION).is_dir() or not _class_tree(root / TEST_SESSION):
+        raise UserError(
+            f"no test set in {root}: put test images in {root}/{TEST_SESSION}/<class>/*.png|jpg"
+        )
+    test = _class_tree(root / TEST_SESSION)
+    trained = sorted({c for tree in sessions.values() for c in tree})
+    for name in trained:
+        if name not in test:
+            raise UserError(
+                f"class '{name}' has no test images: add some to {root}/{TEST_SESSION}/{name}/"
+            )
+    return sessions, test
+
+
+def plan_folder_ni(name: str, root: Path, seed: int, options: dict) -> Plan:
+    options = resolve_options(name, "folder", options, NI_DEFAULTS)
+    require_positive(options, "image_size")
+    sessions, test = _ni_layout(root)
+    classes = sorted({c for tree in [*sessions.values(), test] for c in tree})
+    files = [f for tree in [*sessions.values(), test] for fs in tree.values() for f in fs]
+    protocol = {
+        "dataset": "folder",
+        "scenario": "ni",
+        "sessions": list(sessions),
+        "classes": classes,
+        "image_size": options["image_size"],
+        "source": "folder",
+        "fingerprint": _fingerprint(root, files),
+    }
+    return Plan(name, "folder", root, seed, options, protocol)
+
+
+# ---------------------------------------------------------------- NC: class folders
+
+
+def _parse_split(text: str, n_classes: int) -> list[int]:
+    """'2' -> [2, 2, ...]; '4,2,2' -> [4, 2, 2]; sizes must add up to the class count."""
+    try:
+        sizes = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise UserError(f"option split={text!r}: use a number (e.g. 2) or sizes (4,2,2)") from None
+    if any(size < 1 for size in sizes):
+        raise UserError(f"option split={text!r}: every experience needs at least one class")
+    if len(sizes) == 1:
+        if n_classes % sizes[0]:
+            raise UserError(
+                f"option split={text}: {n_classes} classes do not divide into groups of "
+                f"{sizes[0]}; give the sizes instead, e.g. split="
+                + ",".join([str(sizes[0])] * (n_classes // sizes[0]) + [str(n_classes % sizes[0])])
+            )
+        sizes = sizes * (n_classes // sizes[0])
+    if sum(sizes) != n_classes:
+        raise UserError(
+            f"option split={text!r} covers {sum(sizes)} classes; the folder has {n_classes}"
+        )
+    return sizes
+
+
+def _held_out(files: list[Path], fraction: float, rng: np.random.Generator) -> set[int]:
+    count = min(len(files) - 1, max(1, round(fraction * len(files))))
+    return set(rng.permutation(len(files))[:count].tolist())
+
+
+def plan_folder_nc(name: str, root: Path, seed: int, options: dict) -> Plan:
+    options = resolve_options(name, "folder", options, NC_DEFAULTS)
+    require_positive(options, "image_size")
+    if not 0 < options["test_fraction"] < 1:
+        raise UserError(f"option test_fraction={options['test_fraction']} must be between 0 and 1")
+    _check_root(root)
+    tree = _class_tree(root)
+    if not tree:
+        raise UserError(f"no images found in {root}: expected {root}/<class>/*.png|jpg")
+    for class_name, files in tree.items():
+        if len(files) < 2:
+            raise UserError(
+                f"class '{class_name}' has {len(files)} image in {root}/{class_name}; each class "
+                "needs at least 2 (some go to the test set)"
+            )
+    names = sorted(tree)
+    order = np.random.default_rng(seed).permutation(len(names)).tolist()
+    sizes = _parse_split(options["split"], len(names))
+    protocol = {
+        "dataset": "folder",
+        "scenario": "nc",
+        "classes": names,
+        "class_order": order,
+        "classes_per_experience": sizes,
+        "test_fraction": options["test_fraction"],
+        "seed": seed,
+        "image_size": options["image_size"],
+        "source": "folder",
+        "fingerprint": _fingerprint(root, [f for n in names for f in tree[n]]),
+    }
+    return Plan(name, "folder", root, seed, options, protocol)
+
+
+# ---------------------------------------------------------------- reading and building
+
+
+def read_images(files: list[Path], image_size: int) -> torch.Tensor:
+    """uint8 (N, 3, S, S); an unreadable file is named in the error."""
+    images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
+    for index, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                images[index] = np.asarray(image)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise UserError(f"cannot read image {path} ({error}); fix or remove it") from None
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+def _labelled(
+    tree: dict[str, list[Path]], label_of: dict[str, int], size: int
+) -> ImageTensorDataset:
+    files = [f for name in tree for f in tree[name]]
+    labels = [label_of[name] for name in tree for _ in tree[name]]
+    return ImageTensorDataset(read_images(files, size), labels)
+
+
+def build_folder_stream(plan: Plan) -> Stream:
+    size = plan.options["image_size"]
+    augment = plan.options["augment"]
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    root = plan.folder
+    if plan.protocol["scenario"] == "ni":
+        sessions, test = _ni_layout(root)
+        classes = plan.protocol["classes"]
+        label_of = {name: i for i, name in enumerate(classes)}
+        train_sets = [_labelled(tree, label_of, size) for tree in sessions.values()]
+        test_set = _labelled(test, label_of, size)
+    else:
+        tree = _class_tree(root)
+        names = plan.protocol["classes"]
+        order = [names[i] for i in plan.protocol["class_order"]]
+        label_of = {name: i for i, name in enumerate(order)}  # label = position in class order
+        classes = order
+        rng = np.random.default_rng([plan.seed, 1])
+        held = {name: _held_out(tree[name], plan.options["test_fraction"], rng) for name in order}
+        train_tree = {n: [f for i, f in enumerate(tree[n]) if i not in held[n]] for n in order}
+        test_tree = {n: [f for i, f in enumerate(tree[n]) if i in held[n]] for n in order}
+        train_sets, start = [], 0
+        for count in plan.protocol["classes_per_experience"]:
+            group = order[start : start + count]
+            train_sets.append(_labelled({n: train_tree[n] for n in group}, label_of, size))
+            start += count
+        test_set = _labelled(test_tree, label_of, size)
+    benchmark = dataset_benchmark(
+        train_sets,
+        [test_set],
+        complete_test_set_only=True,
+        train_transform=make_train_transform(mean, std, image_size=size, augment=augment),
+        eval_transform=eval_transform(mean, std),
+    )
+    return make_stream(
+        name=plan.name,
+        scenario=plan.protocol["scenario"],
+        source="folder",
+        benchmark=benchmark,
+        protocol=plan.protocol,
+        num_classes=len(classes),
+        image_shape=(3, size, size),
+        train_deterministic=not augment,
+        class_names=classes,
+    )

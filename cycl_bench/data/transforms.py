@@ -1,0 +1,40 @@
+"""Image transforms shared by every stream.
+
+Deterministic by default (to float tensor, normalized), so a frozen backbone sees the same
+input for an image in every epoch and its features can be cached. `augment=True` adds a
+random horizontal flip and a padded random crop to the training transform only.
+The same transform takes PIL images (real files) and uint8 CHW tensors (in-memory sources).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+
+def _to_normalized_tensor(mean, std) -> list:
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+        v2.ToPureTensor(),
+    ]
+
+
+def eval_transform(mean, std) -> v2.Compose:
+    return v2.Compose(_to_normalized_tensor(mean, std))
+
+
+def train_transform(mean, std, *, image_size: int, augment: bool) -> v2.Compose:
+    if not augment:
+        return eval_transform(mean, std)
+    random_steps = [
+        v2.RandomHorizontalFlip(),
+        v2.RandomCrop(image_size, padding=max(1, image_size // 8)),
+    ]
+    return v2.Compose([v2.ToImage(), *random_steps, *_to_normalized_tensor(mean, std)[1:]])
