@@ -16,6 +16,7 @@ from cycl_bench.errors import UserError
 # command name -> module implementing it
 COMMANDS = {
     "list": "cycl_bench.cli.listing",
+    "data": "cycl_bench.cli.data",
     "pretrain": "cycl_bench.cli.pretrain",
     "submit": "cycl_bench.cli.submit",
     "leaderboard": "cycl_bench.cli.leaderboard",
