@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from cycl_bench.errors import UserError
@@ -70,7 +71,10 @@ def run_validate(args) -> int:
     files = submission_files(paths)
     base = resolve_base(files, args.base)
     if base is None:
-        print("note: no base branch to compare with (origin/main not found); skipping that check")
+        print(
+            "note: no base branch to compare with (origin/main not found); skipping that check",
+            file=sys.stderr,
+        )
     return _report(validate(files, base=base))
 
 
