@@ -221,6 +221,36 @@ def test_a_wandb_failure_mid_run_warns_once_and_the_run_goes_on(tmp_path):
     assert re.match(r"warning: W&B (log|finish) failed for run 'r'", warnings[0])
 
 
+def test_an_unreachable_online_server_is_tried_once_per_process(tmp_path):
+    """Online with credentials wandb cannot use (a made-up key; no server reachable here, or one
+    that refuses the key): the first run warns after the init timeout, the next skips at once."""
+    script = textwrap.dedent(
+        f"""
+        from cycl_bench.logging import WandbSession
+        for seed in (0, 1):
+            WandbSession(mode="online", out_dir={str(tmp_path)!r}, group="g", name=f"r{{seed}}",
+                         config={{}}).finish()
+        print("run completed")
+        """
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {
+        "WANDB_API_KEY": "0" * 40,
+        "WANDB_INIT_TIMEOUT": "2",
+        "HOME": str(tmp_path),
+        "NETRC": str(tmp_path / "netrc"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "run completed" in completed.stdout
+    warnings = [line for line in completed.stderr.splitlines() if line.startswith("warning: W&B")]
+    assert len(warnings) == 2, completed.stderr
+    assert warnings[0].startswith("warning: W&B start failed for run 'r0'")
+    assert "an earlier online run could not start" in warnings[1]
+
+
 def test_experience_accuracies_weight_the_views_learned_so_far():
     row = [0.8, 0.6, 0.0]
     metrics = experience_accuracies(1, row, [10, 30, 20])

@@ -34,6 +34,12 @@ _SETTINGS = {
 }
 
 
+# Once an online run could not start (no network, server down), later online sessions in the same
+# process skip it at once: each attempt otherwise waits for wandb's init timeout (90 s).
+_online_start_failure: str | None = None
+_credentials_found = False  # checked once per process (wandb prints where it found them)
+
+
 def check_wandb_mode(mode: str) -> str:
     """Refuse an unknown mode, or `online` without W&B credentials, before any training starts.
 
@@ -45,10 +51,12 @@ def check_wandb_mode(mode: str) -> str:
             f"unknown W&B mode '{mode}'{suggest(mode, WANDB_MODES)}; "
             f"choose one of: {', '.join(WANDB_MODES)}"
         )
-    if mode == "online":
+    global _credentials_found
+    if mode == "online" and not _credentials_found:
         import wandb
 
-        if not wandb.login(prompt=False, verify=False):
+        _credentials_found = wandb.login(prompt=False, verify=False)
+        if not _credentials_found:
             raise UserError(
                 "W&B mode 'online' needs a W&B account: run `wandb login` first, "
                 "or use the default offline mode and `wandb sync` later"
@@ -80,6 +88,10 @@ def experience_accuracies(
     return metrics
 
 
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else ""
+
+
 def _artifact_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
 
@@ -107,31 +119,37 @@ class WandbSession:
         self._run = None
         if mode == "disabled":
             return
-        self.wandb_dir = Path(out_dir) / "wandb"
         try:
             self._run = self._start(Path(out_dir), group, name, dict(config), project, tags)
+            self.run_dir = Path(self._run.settings.sync_dir)
         except Exception as error:  # W&B must never stop a run
             self._fail("start", error)
-            return
-        self.run_dir = Path(self._run.settings.sync_dir)
 
     def _start(self, out_dir, group, name, config, project, tags):
+        global _online_start_failure
+        if self.mode == "online" and _online_start_failure:
+            raise RuntimeError(f"an earlier online run could not start: {_online_start_failure}")
         _quiet_environment()
         import wandb
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        return wandb.init(
-            mode=self.mode,
-            dir=str(out_dir),  # wandb adds the "wandb" folder
-            project=project,
-            group=group,
-            name=name,
-            job_type="continual",
-            tags=list(tags),
-            config=config,
-            reinit="create_new",
-            settings=wandb.Settings(**_SETTINGS),
-        )
+        try:
+            return wandb.init(
+                mode=self.mode,
+                dir=str(out_dir),  # wandb adds the "wandb" folder
+                project=project,
+                group=group,
+                name=name,
+                job_type="continual",
+                tags=list(tags),
+                config=config,
+                reinit="create_new",
+                settings=wandb.Settings(**_SETTINGS),
+            )
+        except Exception as error:
+            if self.mode == "online":
+                _online_start_failure = _first_line(error)
+            raise
 
     @property
     def active(self) -> bool:
@@ -190,7 +208,7 @@ class WandbSession:
         """One warning, then the session is off; the wandb run is closed if it still can be."""
         print(
             f"warning: W&B {action} failed for run '{self.name}' ({type(error).__name__}: "
-            f"{error}); W&B logging is off for this run, local results are unaffected",
+            f"{_first_line(error)}); W&B logging is off for this run, local results are unaffected",
             file=sys.stderr,
         )
         run, self._run = self._run, None
