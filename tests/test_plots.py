@@ -146,6 +146,12 @@ def test_precision_schedule_plot_accepts_one_series_or_weight_and_activation(tmp
     assert both.read_bytes() != merged.read_bytes()
 
 
+def test_schedule_is_drawn_through_its_change_points():
+    assert plots._change_points([2, 2, 3, 3, 3, 2]) == [0, 2, 5]
+    assert plots._change_points([2, 2, 3, 3, 3, 3]) == [0, 2, 5]
+    assert plots._change_points([4]) == [0]
+
+
 def test_precision_schedule_plot_rejects_empty_or_ragged_series(tmp_path):
     with pytest.raises(ValueError, match="at least one step"):
         plots.plot_precision_schedule([], tmp_path / "empty.png")
