@@ -122,6 +122,13 @@ def test_a_fifty_megabyte_file_is_refused_before_parsing(tmp_path):
     assert problems_of(path) == [("$", "file is 50.0 MiB; submissions are capped at 5 MiB")]
 
 
+def test_a_symbolic_link_is_refused(tmp_path):
+    target = write_submission(tmp_path, make_submission(name="Real"))
+    link = target.parent / "link.json"
+    link.symlink_to(target)
+    assert problems_of(link) == [("$", "symbolic links are not accepted; commit the file itself")]
+
+
 def test_a_script_in_the_method_name_passes_validation(tmp_path):
     path = write_submission(tmp_path, make_submission(name="<script>alert(1)</script>"))
     assert path.name == "script-alert-1-script.json"

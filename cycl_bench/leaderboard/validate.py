@@ -98,6 +98,8 @@ def parse_submission(data: Any) -> tuple[Submission | None, list[Problem]]:
 
 def read_submission(path: Path) -> tuple[Submission | None, list[Problem]]:
     """Size first (a huge file is never parsed), then JSON, then the schema."""
+    if path.is_symlink():
+        return None, [Problem(ROOT, "symbolic links are not accepted; commit the file itself")]
     try:
         size = path.stat().st_size
     except OSError as error:
