@@ -270,3 +270,31 @@ def test_bad_pretrain_input_exits_2_with_one_line(options, problem, capsys):
     assert captured.err.startswith("error: ")
     assert captured.err.count("\n") == 1
     assert problem in captured.err
+
+
+def test_pretrain_command_writes_checkpoint_metrics_and_plot(tmp_path, capsys):
+    argv = [
+        "pretrain",
+        "--backbone",
+        "tiny_bnn",
+        "--benchmark",
+        "core50_nc",
+        "--data",
+        "synthetic",
+        "--fast",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for name in ("pretrain_metrics.csv", "pretrain_schedule.png", "pretrain.json"):
+        assert (tmp_path / "out" / name).is_file()
+    (checkpoint,) = (tmp_path / "cache").glob("tiny_bnn-*/backbone.pt")
+    assert str(checkpoint) in printed
+    assert "1-bit val accuracy" in printed
+    assert main(argv) == 0
+    assert "reused from the cache" in capsys.readouterr().out

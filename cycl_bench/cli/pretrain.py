@@ -57,7 +57,7 @@ def add_arguments(parser) -> None:
         kind = {int: int, float: float}.get(annotation, float if name.endswith("fraction") else str)
         parser.add_argument(
             option,
-            dest=name,
+            dest=f"config_{name}",
             type=kind,
             choices=CHOICES.get(name),
             metavar=name.upper() if name not in CHOICES else None,
@@ -68,7 +68,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from cycl_bench.registry import BACKBONES, BENCHMARKS
 
-    given = {name: getattr(args, name) for name in CONFIG_OPTIONS.values()}
+    given = {name: getattr(args, f"config_{name}") for name in CONFIG_OPTIONS.values()}
     config = PretrainConfig(**{name: value for name, value in given.items() if value is not None})
     BACKBONES.get(args.backbone)  # fail on a bad name before loading any data
     options = {"data_root": args.data_root} if args.data_root else {}
