@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from cycl_bench import __version__
 from cycl_bench.errors import UserError
@@ -17,10 +18,19 @@ from cycl_bench.errors import UserError
 COMMANDS = {
     "list": "cycl_bench.cli.listing",
     "data": "cycl_bench.cli.data",
+    "run": "cycl_bench.cli.run",
+    "compare": "cycl_bench.cli.compare",
+    "show": "cycl_bench.cli.show",
     "pretrain": "cycl_bench.cli.pretrain",
     "submit": "cycl_bench.cli.submit",
     "leaderboard": "cycl_bench.cli.leaderboard",
 }
+
+
+def _quiet_libraries() -> None:
+    # Avalanche imports qpsolvers for GEM, which warns on every start when no QP solver is
+    # installed; no strategy of this suite needs one.
+    warnings.filterwarnings("ignore", message="no QP solver", category=UserWarning)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
