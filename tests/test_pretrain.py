@@ -261,6 +261,7 @@ def test_load_pretrained_leaves_out_a_resized_classifier(cyclic_run):
         (["--min-bits", "5", "--max-bits", "3"], "min_bits=5 > max_bits=3"),
         (["--cycles", "0"], "cycles=0"),
         (["--backbone", "resnet_bnn"], "unknown backbone 'resnet_bnn'"),
+        (["--pretrain-data", "cifar10"], "unknown pretrain data 'cifar10'"),
     ],
 )
 def test_bad_pretrain_input_exits_2_with_one_line(options, problem, capsys):
@@ -298,3 +299,22 @@ def test_pretrain_command_writes_checkpoint_metrics_and_plot(tmp_path, capsys):
     assert "1-bit val accuracy" in printed
     assert main(argv) == 0
     assert "reused from the cache" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_pretraining_on_another_benchmark_sizes_the_classifier_for_it(tmp_path):
+    from cycl_bench.registry import BENCHMARKS
+
+    core50 = BENCHMARKS.build("core50_nc", data="synthetic", seed=0)
+    result = pretrain(
+        PretrainConfig(data="split_cifar10", epochs=1),
+        backbone="tiny_bnn",
+        stream=core50,
+        seed=0,
+        out_dir=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        fast=True,
+    )
+    assert result.backbone_kwargs["num_classes"] == 10
+    model = BACKBONES.build("tiny_bnn", **(result.backbone_kwargs | {"num_classes": 50}))
+    assert load_pretrained(model, result.checkpoint) == ["classifier.weight"]

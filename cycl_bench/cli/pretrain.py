@@ -66,11 +66,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from cycl_bench.pretrain.data import check_data_name
     from cycl_bench.registry import BACKBONES, BENCHMARKS
 
     given = {name: getattr(args, f"config_{name}") for name in CONFIG_OPTIONS.values()}
     config = PretrainConfig(**{name: value for name, value in given.items() if value is not None})
     BACKBONES.get(args.backbone)  # fail on a bad name before loading any data
+    check_data_name(config.data)
     options = {"data_root": args.data_root} if args.data_root else {}
     stream = BENCHMARKS.build(args.benchmark, data=args.data, seed=args.seed, **options)
 

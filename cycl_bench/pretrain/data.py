@@ -8,7 +8,7 @@ from pathlib import Path
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from cycl_bench.data.base import Stream
-from cycl_bench.errors import UserError
+from cycl_bench.errors import UserError, suggest
 from cycl_bench.pretrain.config import PretrainConfig
 
 FIRST_EXPERIENCE = "first_experience"
@@ -79,9 +79,22 @@ def whole_benchmark(
     )
 
 
+def check_data_name(name: str) -> str:
+    """UserError unless `name` is first_experience or a registered benchmark."""
+    from cycl_bench.registry import BENCHMARKS
+
+    choices = [FIRST_EXPERIENCE, *BENCHMARKS.names()]
+    if name not in choices:
+        raise UserError(
+            f"unknown pretrain data '{name}'{suggest(name, choices)}; "
+            f"use {FIRST_EXPERIENCE} or a benchmark: {', '.join(choices[1:])}"
+        )
+    return name
+
+
 def pretraining_data(
     config: PretrainConfig, stream: Stream, *, seed: int, data_root: Path | None = None
 ) -> PretrainingData:
-    if config.data == FIRST_EXPERIENCE:
+    if check_data_name(config.data) == FIRST_EXPERIENCE:
         return first_experience(stream)
     return whole_benchmark(config.data, stream, seed=seed, data_root=data_root)
