@@ -1,0 +1,89 @@
+"""The per-seed loop: accuracy matrix, metrics, costs, determinism, quietness; and the
+scientific ordering of the strategies on the synthetic CORe50 streams."""
+
+import pytest
+
+from cycl_bench.evaluation.loop import build_model, run_strategy
+from cycl_bench.evaluation.results import SeedResult, seed_metrics
+from cycl_bench.quant.precision import model_size_bytes
+from cycl_bench.registry import BENCHMARKS
+
+SHORT = {"first_epochs": 1, "epochs": 1, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def nc_stream():
+    return BENCHMARKS.build(
+        "core50_nc", data="synthetic", seed=0, images_per_object=1, image_size=16
+    )
+
+
+@pytest.fixture(scope="module")
+def ni_stream():
+    return BENCHMARKS.build(
+        "core50_ni", data="synthetic", seed=0, images_per_object=1, image_size=16
+    )
+
+
+def run(stream, strategy="cwr_star", params=SHORT, seed=0, **kwargs) -> SeedResult:
+    return run_strategy(
+        stream,
+        strategy=strategy,
+        params=params,
+        backbone="tiny_bnn",
+        backbone_kwargs={},
+        checkpoint=None,
+        seed=seed,
+        **kwargs,
+    )
+
+
+def test_result_holds_the_matrix_its_metrics_and_the_costs(nc_stream):
+    result = run(nc_stream)
+    experiences = nc_stream.n_experiences
+    assert len(result.accuracy_matrix) == experiences
+    assert all(len(row) == experiences for row in result.accuracy_matrix)
+    derived = seed_metrics(result.accuracy_matrix, nc_stream.test_sizes)
+    assert result.model_dump().items() >= derived.items()
+    assert len(result.per_experience) == experiences
+    assert result.train_time_s == pytest.approx(sum(c.train_time_s for c in result.per_experience))
+    assert result.train_bitops == pytest.approx(sum(c.train_bitops for c in result.per_experience))
+    assert result.peak_memory_mb == max(c.peak_memory_mb for c in result.per_experience) > 0
+    assert 0 < result.bitops_reduction_vs_fp32 < 1
+    assert result.model_size_bytes == model_size_bytes(build_model(nc_stream, "tiny_bnn", {}, None))
+
+
+def test_same_seed_gives_identical_metrics(nc_stream):
+    first = run(nc_stream, "replay", seed=3).model_dump()
+    second = run(nc_stream, "replay", seed=3).model_dump()
+    for key in ("accuracy_matrix", "final_accuracy", "average_forgetting", "bwt", "train_bitops"):
+        assert first[key] == second[key]
+
+
+def test_on_experience_reports_each_row_as_it_happens(nc_stream):
+    calls = []
+    result = run(nc_stream, on_experience=lambda index, info: calls.append((index, info)))
+    assert [index for index, _ in calls] == list(range(nc_stream.n_experiences))
+    assert [info["accuracy_row"] for _, info in calls] == result.accuracy_matrix
+    assert all(info["train_bitops"] > 0 and info["train_time_s"] > 0 for _, info in calls)
+    assert calls[0][1]["latent_cache_bytes"] == 0 < calls[1][1]["latent_cache_bytes"]
+
+
+def test_latent_cache_saves_backbone_bitops_not_accuracy(nc_stream):
+    two_epochs = {**SHORT, "epochs": 2}  # one encoding pass instead of two backbone forwards
+    cached = run(nc_stream, params=two_epochs)
+    direct = run(nc_stream, params={**two_epochs, "latent_cache": False})
+    assert cached.accuracy_matrix == direct.accuracy_matrix
+    assert cached.per_experience[0].train_bitops == direct.per_experience[0].train_bitops
+    assert cached.train_bitops < direct.train_bitops
+
+
+def test_domain_incremental_stream_has_one_column(ni_stream):
+    result = run(ni_stream, "naive")
+    assert [len(row) for row in result.accuracy_matrix] == [1] * ni_stream.n_experiences
+
+
+def test_training_prints_nothing(nc_stream, capsys):
+    run(nc_stream, "ewc")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""

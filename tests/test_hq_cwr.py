@@ -1,0 +1,226 @@
+"""Hybrid-quantized CWR*: the fixed-point head update, calibration, consolidation, and the
+grad_bits=32 path against Avalanche's own CWRStar."""
+
+import math
+import random
+
+import pytest
+import torch
+from avalanche.benchmarks import nc_benchmark
+from avalanche.training import CWRStar
+from avalanche.training.determinism.rng_manager import RNGManager
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from cycl_bench.data.assemble import make_stream
+from cycl_bench.evaluation.loop import accuracy_row, build_model
+from cycl_bench.evaluation.results import seed_metrics
+from cycl_bench.quant.gradquant import quantize_fixed_point
+from cycl_bench.strategies import build_strategy
+from cycl_bench.strategies.hq_cwr import HeadScales, hybrid_head_update, unit_step
+from cycl_bench.strategies.protocol import ExperienceProtocol, TrainingProtocol, quiet_evaluator
+
+SCALES = HeadScales(features=2.0**-6, weights=2.0**-7, stored=2.0**-15)
+
+
+def stored(weight: torch.Tensor, step: float) -> torch.Tensor:
+    return quantize_fixed_point(weight, round(1 - math.log2(step)), "nearest", step)
+
+
+def on_grid(values: torch.Tensor, step: float) -> bool:
+    levels = values / step
+    return bool(torch.equal(levels, torch.round(levels)))
+
+
+def head_problem(seed: int = 0, classes: int = 5, dim: int = 16, batch: int = 32):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(classes, dim, generator=generator) * 0.3
+    features = torch.rand(batch, dim, generator=generator) * 2 - 1
+    targets = torch.randint(0, classes, (batch,), generator=generator)
+    return weight, features, targets
+
+
+def float_sgd_step(weight, features, targets, lr):
+    weight = weight.clone().requires_grad_(True)
+    nn.functional.cross_entropy(features @ weight.T, targets).backward()
+    return (weight - lr * weight.grad).detach()
+
+
+def test_update_lands_on_the_stored_grid():
+    weight, features, targets = head_problem()
+    for bits, rounding in ((16, "stochastic"), (8, "nearest"), (12, "stochastic")):
+        scales = HeadScales(SCALES.features, SCALES.weights, stored=2.0 ** -(bits - 1))
+        weight = stored(weight, scales.stored)
+        new = hybrid_head_update(
+            weight,
+            features,
+            targets,
+            lr=0.1,
+            scales=scales,
+            head_bits=8,
+            grad_bits=bits,
+            rounding=rounding,
+        )
+        assert on_grid(new, scales.stored)
+        assert not torch.equal(new, weight)
+
+
+def test_sixteen_bit_update_follows_the_float_sgd_step():
+    weight, features, targets = head_problem()
+    expected = float_sgd_step(weight, features, targets, lr=0.5)
+    new = hybrid_head_update(
+        weight, features, targets, lr=0.5, scales=SCALES, head_bits=8, grad_bits=16
+    )
+    change, error = (expected - weight).abs().mean(), (new - expected).abs().mean()
+    assert error < 0.1 * change  # 8-bit forward arithmetic, same direction and size
+
+
+def test_eight_bit_storage_loses_small_updates_with_nearest_rounding():
+    weight, features, targets = head_problem()
+    eight_bit = HeadScales(SCALES.features, SCALES.weights, stored=SCALES.weights)
+    weight = stored(weight, eight_bit.stored)
+    kwargs = dict(lr=1e-3, head_bits=8, rounding="nearest")
+    stuck = hybrid_head_update(weight, features, targets, scales=eight_bit, grad_bits=8, **kwargs)
+    moved = hybrid_head_update(weight, features, targets, scales=SCALES, grad_bits=16, **kwargs)
+    assert torch.equal(stuck, weight)
+    assert not torch.equal(moved, weight)
+
+
+def test_stochastic_rounding_is_unbiased_where_nearest_is_stuck():
+    weight, features, targets = head_problem()
+    eight_bit = HeadScales(SCALES.features, SCALES.weights, stored=SCALES.weights)
+    weight = stored(weight, eight_bit.stored)
+    kwargs = dict(lr=0.03, head_bits=8)
+    torch.manual_seed(0)
+    draws = torch.stack(
+        [
+            hybrid_head_update(weight, features, targets, scales=eight_bit, grad_bits=8, **kwargs)
+            for _ in range(2000)
+        ]
+    )
+    nearest = hybrid_head_update(
+        weight, features, targets, scales=eight_bit, grad_bits=8, rounding="nearest", **kwargs
+    )
+    exact = hybrid_head_update(
+        weight, features, targets, scales=SCALES, grad_bits=16, rounding="nearest", **kwargs
+    )
+    expected_change = (exact - weight).abs().mean()
+    assert (nearest - exact).abs().mean() > 0.5 * expected_change
+    assert (draws.mean(0) - exact).abs().mean() < 0.2 * expected_change
+
+
+def test_softmax_and_error_grids_cover_minus_one_to_one():
+    assert unit_step(8) == 2.0**-7
+    assert 127 * unit_step(8) < 1.0 <= 128 * unit_step(8)
+
+
+# -- on a tiny class-incremental stream ------------------------------------------------------
+
+
+def tiny_stream(seed: int = 0, classes: int = 6, per_class: int = 40, size: int = 16):
+    """Avalanche's nc_benchmark over random class prototypes plus noise, as a cycl_bench Stream."""
+    generator = torch.Generator().manual_seed(seed)
+    prototypes = torch.randn(classes, 3, size, size, generator=generator)
+
+    def split(count):
+        targets = torch.arange(classes).repeat_interleave(count)
+        images = prototypes[targets] + 0.8 * torch.randn(
+            len(targets), 3, size, size, generator=generator
+        )
+        dataset = TensorDataset(images, targets)
+        dataset.targets = targets
+        return dataset
+
+    benchmark = nc_benchmark(
+        split(per_class),
+        split(per_class // 2),
+        n_experiences=3,
+        task_labels=False,
+        seed=seed,
+        fixed_class_order=list(range(classes)),
+    )
+    return make_stream(
+        name="tiny_nc",
+        scenario="nc",
+        source="synthetic",
+        benchmark=benchmark,
+        protocol={"tiny": seed},
+        num_classes=classes,
+        image_shape=(3, size, size),
+        train_deterministic=True,
+    )
+
+
+PROTOCOL = {"first_epochs": 2, "epochs": 2, "batch_size": 20, "lr": 0.05}
+
+
+def fresh_model(stream, seed=0):
+    RNGManager.set_random_seeds(seed)
+    random.seed(seed)
+    return build_model(stream, "tiny_bnn", {}, None)
+
+
+def train_and_score(stream, strategy) -> tuple[list[list[float]], nn.Module]:
+    matrix = []
+    for experience in stream.train_stream:
+        strategy.train(experience, eval_streams=[])
+        matrix.append(accuracy_row(strategy.model, stream.test_views))
+    return matrix, strategy.model
+
+
+def test_float_head_reproduces_avalanche_cwr_star():
+    stream = tiny_stream()
+    model = fresh_model(stream)
+    protocol = TrainingProtocol(optimizer="sgd", **PROTOCOL)
+    reference = CWRStar(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=protocol.lr),
+        criterion=nn.CrossEntropyLoss(),
+        cwr_layer_name="classifier",
+        train_mb_size=protocol.batch_size,
+        train_epochs=protocol.first_epochs,
+        plugins=[ExperienceProtocol(protocol)],
+        evaluator=quiet_evaluator(),
+    )
+    reference_matrix, reference_model = train_and_score(stream, reference)
+
+    model = fresh_model(stream)
+    ours = build_strategy(
+        "hq_cwr_star",
+        model=model,
+        params={"grad_bits": 32, "latent_cache": False, **PROTOCOL},
+    )
+    matrix, model = train_and_score(stream, ours.template)
+
+    sizes = stream.test_sizes
+    final, reference_final = seed_metrics(matrix, sizes), seed_metrics(reference_matrix, sizes)
+    assert final["final_accuracy"] == pytest.approx(reference_final["final_accuracy"], abs=1e-6)
+    assert torch.allclose(model.classifier.weight, reference_model.classifier.weight, atol=1e-6)
+
+
+def test_consolidated_rows_are_stored_on_the_grad_bits_grid():
+    stream = tiny_stream()
+    model = fresh_model(stream)
+    built = build_strategy("hq_cwr_star", model=model, params={"grad_bits": 12, **PROTOCOL})
+    for experience in stream.train_stream:
+        built.train(experience)
+    plugin = next(p for p in built.template.plugins if hasattr(p, "scales"))
+    seen = sorted(model.saved_weights)
+    assert seen == list(range(stream.num_classes))
+    assert on_grid(model.classifier.weight[seen].detach().double(), plugin.scales.stored)
+    for step in (plugin.scales.features, plugin.scales.weights, plugin.scales.stored):
+        assert step > 0 and float(torch.log2(torch.tensor(step))).is_integer()
+
+
+def test_backbone_stays_frozen_after_the_first_experience():
+    stream = tiny_stream()
+    model = fresh_model(stream)
+    built = build_strategy("hq_cwr_star", model=model, params={"grad_bits": 16, **PROTOCOL})
+    built.train(stream.train_stream[0])
+    backbone = {k: v.clone() for k, v in model.state_dict().items() if "classifier" not in k}
+    head = model.classifier.weight.detach().clone()
+    for experience in stream.train_stream[1:]:
+        built.train(experience)
+    after = model.state_dict()
+    assert all(torch.equal(backbone[k], after[k]) for k in backbone)
+    assert not torch.equal(head, model.classifier.weight)

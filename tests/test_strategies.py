@@ -1,0 +1,145 @@
+"""Strategy registry, parameter validation, the training protocol and the CWR* freezing rules."""
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+from torch import nn
+
+from cycl_bench.errors import UserError
+from cycl_bench.evaluation.loop import build_model, seed_everything
+from cycl_bench.registry import BENCHMARKS, STRATEGIES
+from cycl_bench.strategies import build_strategy, strategy_defaults
+
+PAPER_STRATEGIES = ["cumulative", "cwr_star", "ewc", "hq_cwr_star", "lwf", "naive", "replay"]
+SHORT = {"first_epochs": 1, "epochs": 1, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return BENCHMARKS.build(
+        "core50_nc", data="synthetic", seed=0, images_per_object=1, image_size=16
+    )
+
+
+def fresh_model(stream):
+    seed_everything(0)
+    return build_model(stream, "tiny_bnn", {}, None)
+
+
+class Recorder(SupervisedPlugin):
+    """What the strategy trains with, seen from inside Avalanche's loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.experiences = []
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.experiences.append({"optimizer": type(strategy.optimizer).__name__, "epochs": 0})
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self.experiences[-1]["epochs"] += 1
+
+    def before_training_iteration(self, strategy, **kwargs):
+        record = self.experiences[-1]
+        record["lr"] = strategy.optimizer.param_groups[0]["lr"]
+        record["bn_training"] = strategy.model.stem.bn.training
+        record["stem_trainable"] = strategy.model.stem.conv.weight.requires_grad
+        record["optimizer_state"] = len(strategy.optimizer.state)
+
+
+def test_every_paper_strategy_is_registered():
+    assert STRATEGIES.names() == PAPER_STRATEGIES
+
+
+@pytest.mark.parametrize("name", PAPER_STRATEGIES)
+def test_every_strategy_trains_two_experiences(stream, name):
+    model = fresh_model(stream)
+    built = build_strategy(name, model=model, params=SHORT)
+    before = [p.detach().clone() for p in model.parameters()]
+    for experience in stream.train_stream[:2]:
+        built.train(experience)
+    assert built.name == name
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert built.params == {**strategy_defaults(name), **SHORT}
+
+
+def test_defaults_follow_the_on_device_cl_protocol():
+    cwr = strategy_defaults("cwr_star")
+    expected = {"lr": 0.0025, "batch_size": 50, "first_optimizer": "adam", "first_epochs": 10}
+    assert cwr.items() >= {**expected, "optimizer": "sgd", "epochs": 5}.items()
+    assert strategy_defaults("naive").items() >= {**expected, "optimizer": "adam"}.items()
+    hybrid = strategy_defaults("hq_cwr_star")
+    assert hybrid["grad_bits"] == 16 and hybrid["head_bits"] == 8
+    assert hybrid["rounding"] == "stochastic" and hybrid["latent_cache"] is True
+
+
+def test_unknown_strategy_lists_the_known_ones(stream):
+    with pytest.raises(UserError, match="cwr_star.*hq_cwr_star"):
+        build_strategy("cwr", model=fresh_model(stream), params={})
+
+
+def test_unknown_parameter_lists_the_valid_ones(stream):
+    with pytest.raises(UserError, match=r"no parameter 'mem_sise'.*mem_size.*valid: lr"):
+        build_strategy("replay", model=fresh_model(stream), params={"mem_sise": 10})
+
+
+@pytest.mark.parametrize("grad_bits", [1, 33, 16.0, "16", True])
+def test_grad_bits_outside_two_to_thirty_two_is_refused(stream, grad_bits):
+    with pytest.raises(UserError, match="grad_bits"):
+        build_strategy("hq_cwr_star", model=fresh_model(stream), params={"grad_bits": grad_bits})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"rounding": "up"}, "rounding"),
+        ({"head_bits": 1}, "head_bits"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"epochs": 0}, "epochs"),
+        ({"lr": -1}, "lr"),
+        ({"latent_cache": "yes"}, "latent_cache"),
+    ],
+)
+def test_invalid_parameter_values_are_user_errors(stream, params, message):
+    with pytest.raises(UserError, match=message):
+        build_strategy("hq_cwr_star", model=fresh_model(stream), params=params)
+
+
+@pytest.mark.parametrize("name", ["cwr_star", "hq_cwr_star"])
+def test_cwr_needs_a_bias_free_head_named_classifier(name):
+    headless = nn.Sequential(nn.Flatten(), nn.Linear(12, 4, bias=False))
+    with pytest.raises(UserError, match="no linear head layer 'classifier'"):
+        build_strategy(name, model=headless, params={})
+    biased = nn.Module()
+    biased.classifier = nn.Linear(12, 4)
+    with pytest.raises(UserError, match="has a bias"):
+        build_strategy(name, model=biased, params={})
+
+
+def test_first_experience_adam_then_fresh_sgd_on_a_frozen_backbone(stream):
+    model = fresh_model(stream)
+    built = build_strategy(
+        "cwr_star", model=model, params={"first_epochs": 2, "epochs": 3, "batch_size": 16}
+    )
+    recorder = Recorder()
+    built.template.plugins.append(recorder)
+    for experience in stream.train_stream[:3]:
+        built.train(experience)
+    first, *later = recorder.experiences
+    assert first["optimizer"] == "Adam" and first["epochs"] == 2
+    assert first["bn_training"] and first["stem_trainable"]
+    for record in later:
+        assert record["optimizer"] == "SGD" and record["epochs"] == 3
+        assert record["lr"] == 0.0025 and record["optimizer_state"] == 0
+        assert not record["bn_training"] and not record["stem_trainable"]
+
+
+def test_whole_network_strategies_keep_training_the_backbone(stream):
+    model = fresh_model(stream)
+    built = build_strategy("naive", model=model, params=SHORT)
+    recorder = Recorder()
+    built.template.plugins.append(recorder)
+    for experience in stream.train_stream[:2]:
+        built.train(experience)
+    assert [r["optimizer"] for r in recorder.experiences] == ["Adam", "Adam"]
+    assert all(r["bn_training"] and r["stem_trainable"] for r in recorder.experiences)
