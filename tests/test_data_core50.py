@@ -1,0 +1,118 @@
+"""Real CORe50 streams: Avalanche's own loader reading a miniature replica of the real files."""
+
+import shutil
+
+import pytest
+import torch
+from core50_replica import write_core50_replica
+
+from cycl_bench.data import protocol_hash, protocol_of
+from cycl_bench.data.core50 import core50_nc, core50_ni
+from cycl_bench.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("core50_data")
+    write_core50_replica(root)
+    return root
+
+
+def first_image(dataset) -> torch.Tensor:
+    return dataset[0][0]
+
+
+def test_ni_has_eight_experiences_of_all_fifty_objects_and_one_shared_test_view(data_root):
+    stream = core50_ni(data_root=data_root)
+    assert stream.source == "real"
+    assert stream.n_experiences == 8
+    assert all(classes == list(range(50)) for classes in stream.classes_per_experience)
+    assert len(stream.test_views) == 1
+    assert stream.test_sizes == [150]  # 3 test sessions x 50 objects x 1 frame
+
+
+def test_nc_has_nine_experiences_with_ten_then_five_new_classes(data_root):
+    stream = core50_nc(data_root=data_root)
+    assert [len(c) for c in stream.classes_per_experience] == [10] + [5] * 8
+    seen = [c for classes in stream.classes_per_experience for c in classes]
+    assert sorted(seen) == list(range(50))
+
+
+def test_nc_test_views_split_the_single_test_set_by_each_experience_classes(data_root):
+    stream = core50_nc(data_root=data_root)
+    assert len(stream.benchmark.test_stream) == 1  # what Avalanche gives
+    assert len(stream.test_views) == 9
+    for classes, view in zip(stream.classes_per_experience, stream.test_views, strict=True):
+        assert sorted({int(t) for t in view.targets}) == classes
+    assert sum(stream.test_sizes) == len(stream.benchmark.test_stream[0].dataset)
+
+
+@pytest.mark.parametrize(("mini", "size"), [(False, 128), (True, 32)])
+def test_images_have_the_shape_of_the_chosen_tree(data_root, mini, size):
+    stream = core50_ni(data_root=data_root, mini=mini)
+    assert stream.image_shape == (3, size, size)
+    assert first_image(stream.train_stream[0].dataset).shape == (3, size, size)
+    assert first_image(stream.test_views[0]).shape == (3, size, size)
+    assert stream.protocol["image_size"] == size
+
+
+def test_category_level_has_ten_classes(data_root):
+    stream = core50_ni(data_root=data_root, object_level="false")
+    assert stream.num_classes == 10
+    assert stream.classes_per_experience[0] == list(range(10))
+    assert stream.class_names[0] == "plug_adapter"
+
+
+def test_object_names_come_from_labels2names(data_root):
+    stream = core50_ni(data_root=data_root)
+    assert stream.class_names[:2] == ["plug_adapter1", "plug_adapter2"]
+
+
+def test_the_train_transform_is_deterministic_unless_augment_is_asked(data_root):
+    plain = core50_ni(data_root=data_root, mini=True)
+    dataset = plain.train_stream[0].dataset
+    assert plain.train_deterministic
+    assert torch.equal(first_image(dataset), first_image(dataset))
+    augmented = core50_ni(data_root=data_root, mini=True, augment=True)
+    assert not augmented.train_deterministic
+    assert augmented.protocol == plain.protocol  # augmentation is training, not the stream
+
+
+def test_the_stream_protocol_is_computable_without_data(data_root):
+    stream = core50_nc(data_root=data_root, mini=True)
+    assert stream.protocol == protocol_of("core50_nc", mini=True)
+    assert stream.protocol_hash == protocol_hash(protocol_of("core50_nc", mini=True))
+    assert protocol_of("core50_nc", mini=True) != protocol_of("core50_nc", seed=1, mini=True)
+
+
+def test_the_stream_seed_is_the_run_and_only_ten_exist(data_root):
+    with pytest.raises(UserError, match="run, which must be 0..9"):
+        core50_nc(data_root=data_root, seed=10)
+
+
+def test_a_missing_run_file_list_is_named(data_root):
+    with pytest.raises(UserError, match=r"NC_inc/run3/train_batch_00_filelist.txt is missing"):
+        core50_nc(data_root=data_root, seed=3)
+
+
+def test_a_missing_mini_tree_names_the_32x32_archive_avalanche_gets_wrong(tmp_path):
+    replica = write_core50_replica(tmp_path)
+    shutil.rmtree(replica / "core50_32x32")
+    with pytest.raises(UserError) as error:
+        core50_ni(data_root=tmp_path, mini=True)
+    message = str(error.value)
+    assert "core50_32x32/ (from core50_32x32.zip)" in message
+    assert "core50_128x128" not in message
+    assert "--data synthetic" in message
+
+
+def test_a_corrupt_metadata_file_is_named(tmp_path):
+    write_core50_replica(tmp_path)
+    (tmp_path / "core50" / "LUP.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match=r"LUP.pkl is corrupt"):
+        core50_ni(data_root=tmp_path, mini=True)
+
+
+def test_an_unknown_option_lists_the_valid_ones(data_root):
+    with pytest.raises(UserError, match="valid options: augment, mini, object_level"):
+        core50_ni(data_root=data_root, minni=True)
