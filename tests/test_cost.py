@@ -134,3 +134,53 @@ def test_cost_profiling_leaves_batchnorm_statistics_untouched():
     assert model.training
     assert model[1].num_batches_tracked.item() == 0
     assert (model[1].running_mean == before).all()
+
+
+# tiny_bnn at 3x16x16, by hand: stem 3->16 (16x16 out), convs 16->32 s2, 32->64 s2, 64->64,
+# classifier 64->4
+TINY_STEM = 16 * 16 * 16 * 3 * 9
+TINY_BINARY = [8 * 8 * 32 * 16 * 9, 4 * 4 * 64 * 32 * 9, 4 * 4 * 64 * 64 * 9]
+TINY_CLASSIFIER = 64 * 4
+
+
+def tiny_bnn(mode: str):
+    from cycl_bench.registry import BACKBONES
+
+    return BACKBONES.build("tiny_bnn", num_classes=4, image_size=16, precision_mode=mode)
+
+
+def tiny_step_bitops(binary_bits: int, grad_bits: int) -> int:
+    """One sample: 8-bit stem (no input gradient) and classifier with float gradients."""
+    stem = TINY_STEM * (8 * 8 + 8 * 32)
+    classifier = TINY_CLASSIFIER * (8 * 8 + 2 * 8 * 32)
+    b = binary_bits
+    return stem + classifier + sum(TINY_BINARY) * (b * b + 2 * b * grad_bits)
+
+
+def test_real_binary_backbone_macs_match_the_hand_count():
+    cost = TrainingCost(tiny_bnn("cyclebnn"), (3, 16, 16))
+    assert [layer.macs_per_sample for layer in cost.layers] == [
+        TINY_STEM,
+        *TINY_BINARY,
+        TINY_CLASSIFIER,
+    ]
+
+
+def test_cyclebnn_mode_costs_one_bit_whatever_the_scheduled_bits():
+    from cycl_bench.quant.precision import set_precision
+
+    model = tiny_bnn("cyclebnn")
+    cost = TrainingCost(model, (3, 16, 16))
+    for bits in (1, 4, 6):
+        set_precision(model, weight_bits=bits, act_bits=bits, grad_bits=8)
+        assert cost.step(batch_size=1) == tiny_step_bitops(1, 8)
+
+
+def test_cpt_mode_costs_the_scheduled_bits():
+    from cycl_bench.quant.precision import set_precision
+
+    model = tiny_bnn("cpt")
+    cost = TrainingCost(model, (3, 16, 16))
+    for bits in (1, 4, 6):
+        set_precision(model, weight_bits=bits, act_bits=bits, grad_bits=8)
+        assert cost.step(batch_size=1) == tiny_step_bitops(bits, 8)
