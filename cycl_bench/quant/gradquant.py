@@ -128,7 +128,9 @@ class GradientQuantizer(nn.Module):
 
 
 __all__ = [
+    "FLOAT_GRAD_BITS",
     "GRAD_BITS_RANGE",
+    "ROUNDING_MODES",
     "GradientQuantizer",
     "check_grad_bits",
     "power_of_two_scale",
