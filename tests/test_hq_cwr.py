@@ -174,7 +174,7 @@ def test_float_head_reproduces_avalanche_cwr_star():
     protocol = TrainingProtocol(optimizer="sgd", **PROTOCOL)
     reference = CWRStar(
         model=model,
-        optimizer=torch.optim.Adam(model.parameters(), lr=protocol.lr),
+        optimizer=torch.optim.Adam(model.parameters(), lr=protocol.first_lr),
         criterion=nn.CrossEntropyLoss(),
         cwr_layer_name="classifier",
         train_mb_size=protocol.batch_size,

@@ -65,7 +65,8 @@ def test_every_strategy_trains_two_experiences(stream, name):
 
 def test_defaults_follow_the_on_device_cl_protocol():
     cwr = strategy_defaults("cwr_star")
-    expected = {"lr": 0.0025, "batch_size": 50, "first_optimizer": "adam", "first_epochs": 10}
+    expected = {"first_lr": 0.0025, "lr": 0.0025, "batch_size": 50, "first_epochs": 10}
+    expected["first_optimizer"] = "adam"
     assert cwr.items() >= {**expected, "optimizer": "sgd", "epochs": 5}.items()
     assert strategy_defaults("naive").items() >= {**expected, "optimizer": "adam"}.items()
     hybrid = strategy_defaults("hq_cwr_star")
@@ -79,7 +80,7 @@ def test_unknown_strategy_lists_the_known_ones(stream):
 
 
 def test_unknown_parameter_lists_the_valid_ones(stream):
-    with pytest.raises(UserError, match=r"no parameter 'mem_sise'.*mem_size.*valid: lr"):
+    with pytest.raises(UserError, match=r"no parameter 'mem_sise'.*mem_size.*valid: batch_size"):
         build_strategy("replay", model=fresh_model(stream), params={"mem_sise": 10})
 
 

@@ -33,7 +33,9 @@ EVAL_BATCH_SIZE = 256
 def _template_arguments(model, protocol: TrainingProtocol, device, plugins=()) -> dict:
     return {
         "model": model,
-        "optimizer": make_optimizer(protocol.first_optimizer, model.parameters(), protocol.lr),
+        "optimizer": make_optimizer(
+            protocol.first_optimizer, model.parameters(), protocol.first_lr
+        ),
         "criterion": nn.CrossEntropyLoss(),
         "train_mb_size": protocol.batch_size,
         "train_epochs": protocol.first_epochs,

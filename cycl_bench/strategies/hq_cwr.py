@@ -93,6 +93,7 @@ class HybridQuantizedCWRStarPlugin(CWRStarPlugin):
         device="cpu",
     ):
         super().__init__(model, cwr_layer_name, freeze_remaining_model=True)
+        self.head = super().get_cwr_layer()
         self.lr = lr
         self.grad_bits = grad_bits
         self.head_bits = head_bits
@@ -102,7 +103,7 @@ class HybridQuantizedCWRStarPlugin(CWRStarPlugin):
         self._feature_scale: float | None = None
         self._head_input: torch.Tensor | None = None
         if self.quantized:
-            self.get_cwr_layer().register_forward_pre_hook(self._capture_head_input)
+            self.head.register_forward_pre_hook(self._capture_head_input)
 
     @property
     def quantized(self) -> bool:
@@ -114,6 +115,21 @@ class HybridQuantizedCWRStarPlugin(CWRStarPlugin):
             return FeatureCodec(bits=self.head_bits, scale=self.scales.features)
         return FeatureCodec()
 
+    def get_cwr_layer(self) -> nn.Linear:
+        """The head, resolved once: Avalanche searches every parameter of the model on each
+        call, which on a Brevitas network costs more than a head-only epoch."""
+        return self.head
+
+    def freeze_other_layers(self) -> None:
+        """Avalanche's freezing (everything in eval mode without gradients, except the head),
+        without its per-parameter layer search."""
+        self.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad = False
+        self.head.train()
+        for parameter in self.head.parameters():
+            parameter.requires_grad = True
+
     def _capture_head_input(self, module, inputs):
         if torch.is_grad_enabled():
             self._head_input = inputs[0].detach()
@@ -123,7 +139,7 @@ class HybridQuantizedCWRStarPlugin(CWRStarPlugin):
     def before_update(self, strategy, **kwargs):
         if not self.quantized or strategy.clock.train_exp_counter == 0:
             return
-        head = self.get_cwr_layer()
+        head = self.head
         with torch.no_grad():
             new_weight = hybrid_head_update(
                 head.weight,
@@ -136,7 +152,8 @@ class HybridQuantizedCWRStarPlugin(CWRStarPlugin):
                 rounding=self.rounding,
             )
             head.weight.copy_(new_weight)
-        head.weight.grad = None  # the optimizer leaves the head alone
+        for parameter in head.parameters():
+            parameter.grad = None  # the optimizer leaves the head (and its quantizer) alone
 
     # -- calibration and consolidation ---------------------------------------------------------
 

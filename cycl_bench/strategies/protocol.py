@@ -28,18 +28,21 @@ def _positive_int(name: str, value) -> None:
 
 @dataclass(frozen=True)
 class TrainingProtocol:
-    """Optimizer, learning rate, epochs and batch size of the first and the later experiences."""
+    """Optimizer, learning rate and epochs of the first and of the later experiences."""
 
-    lr: float = 0.0025
     batch_size: int = 50
     first_optimizer: str = "adam"
+    first_lr: float = 0.0025
     first_epochs: int = 10
     optimizer: str = "adam"
+    lr: float = 0.0025
     epochs: int = 5
 
     def __post_init__(self):
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or self.lr <= 0:
-            raise UserError(f"lr={self.lr!r} must be a positive number")
+        for name in ("first_lr", "lr"):
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
+                raise UserError(f"{name}={rate!r} must be a positive number")
         for name in ("batch_size", "first_epochs", "epochs"):
             _positive_int(name, getattr(self, name))
         for name in ("first_optimizer", "optimizer"):
@@ -73,10 +76,11 @@ class ExperienceProtocol(SupervisedPlugin):
         self.protocol = protocol
 
     def before_train_dataset_adaptation(self, strategy, **kwargs):
-        first = strategy.clock.train_exp_counter == 0
-        kind = self.protocol.first_optimizer if first else self.protocol.optimizer
-        strategy.train_epochs = self.protocol.first_epochs if first else self.protocol.epochs
-        strategy.optimizer = make_optimizer(kind, strategy.model.parameters(), self.protocol.lr)
+        protocol, first = self.protocol, strategy.clock.train_exp_counter == 0
+        kind = protocol.first_optimizer if first else protocol.optimizer
+        lr = protocol.first_lr if first else protocol.lr
+        strategy.train_epochs = protocol.first_epochs if first else protocol.epochs
+        strategy.optimizer = make_optimizer(kind, strategy.model.parameters(), lr)
         strategy.optimized_param_id = None
 
 

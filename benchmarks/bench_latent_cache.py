@@ -1,0 +1,145 @@
+"""Latent cache speed: hq_cwr_star (grad_bits=32, latent cache on) against Avalanche's CWRStar.
+
+Both train the same synthetic CORe50 NC stream from the same seed and backbone with the same
+protocol (first experience: whole network, Adam, 10 epochs; later experiences: head only, SGD,
+5 epochs). Timed: the experiences after the first, where the backbone is frozen and the cache
+applies. Reported: median wall-clock over repeats (the two variants alternate in one process),
+the speed-up ratio, the peak resident memory of the timed part, the cache size, and the final
+accuracy of each (they must agree).
+
+    python benchmarks/bench_latent_cache.py --backbone resnet18_bnn --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+
+import torch
+from avalanche.training import CWRStar
+from torch import nn
+
+from cycl_bench.evaluation.loop import accuracy_row, build_model, seed_everything
+from cycl_bench.evaluation.resources import peak_rss_mb, reset_peak_memory
+from cycl_bench.registry import BENCHMARKS
+from cycl_bench.strategies import build_strategy
+from cycl_bench.strategies.protocol import ExperienceProtocol, TrainingProtocol, quiet_evaluator
+
+
+def avalanche_cwr_star(model, protocol: TrainingProtocol):
+    return CWRStar(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=protocol.first_lr),
+        criterion=nn.CrossEntropyLoss(),
+        cwr_layer_name="classifier",
+        train_mb_size=protocol.batch_size,
+        train_epochs=protocol.first_epochs,
+        plugins=[ExperienceProtocol(protocol)],
+        evaluator=quiet_evaluator(),
+    )
+
+
+def cached_hybrid(model, protocol: TrainingProtocol):
+    params = {"grad_bits": 32, "latent_cache": True, **protocol.as_dict()}
+    return build_strategy("hq_cwr_star", model=model, params=params).template
+
+
+VARIANTS = {"avalanche_cwr_star": avalanche_cwr_star, "hq_cwr_star_cached": cached_hybrid}
+
+
+def stream_accuracy(row: list[float], sizes: list[int]) -> float:
+    """Accuracy over the whole test set (the final accuracy when `row` is the last row)."""
+    return sum(a * n for a, n in zip(row, sizes, strict=True)) / sum(sizes)
+
+
+def run_variant(name, stream, backbone, protocol, seed) -> dict:
+    seed_everything(seed)
+    model = build_model(stream, backbone, {}, None)
+    strategy = VARIANTS[name](model, protocol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        strategy.train(stream.train_stream[0], eval_streams=[])
+        reset_peak_memory()
+        started = time.perf_counter()
+        for experience in stream.train_stream[1:]:
+            strategy.train(experience, eval_streams=[])
+        later_s = time.perf_counter() - started
+    peak_mb = peak_rss_mb()
+    row = accuracy_row(model, stream.test_views)
+    cache = getattr(strategy, "latent_cache", None)
+    return {
+        "later_experiences_s": later_s,
+        "peak_rss_mb": peak_mb,
+        "cache_bytes_per_experience": cache.cache_bytes if cache is not None else 0,
+        "final_accuracy": stream_accuracy(row, stream.test_sizes),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet18_bnn")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images-per-object", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--first-epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+
+    stream = BENCHMARKS.build(
+        "core50_nc",
+        data="synthetic",
+        seed=args.seed,
+        images_per_object=args.images_per_object,
+        image_size=args.image_size,
+    )
+    protocol = TrainingProtocol(optimizer="sgd", first_epochs=args.first_epochs, epochs=args.epochs)
+    runs = {name: [] for name in VARIANTS}
+    for _ in range(args.repeats):
+        for name in VARIANTS:  # alternate, so both see the same machine load
+            runs[name].append(run_variant(name, stream, args.backbone, protocol, args.seed))
+
+    summary = {
+        name: {
+            "median_later_experiences_s": statistics.median(r["later_experiences_s"] for r in rs),
+            "median_peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rs),
+            "cache_bytes_per_experience": rs[0]["cache_bytes_per_experience"],
+            "final_accuracy": [r["final_accuracy"] for r in rs],
+        }
+        for name, rs in runs.items()
+    }
+    baseline, cached = summary["avalanche_cwr_star"], summary["hq_cwr_star_cached"]
+    speedup = baseline["median_later_experiences_s"] / cached["median_later_experiences_s"]
+    same_accuracy = all(
+        abs(a - b) <= 1e-6
+        for a, b in zip(baseline["final_accuracy"], cached["final_accuracy"], strict=True)
+    )
+    report = {
+        "stream": stream.summary(),
+        "backbone": args.backbone,
+        "protocol": protocol.as_dict(),
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "variants": summary,
+        "speedup": speedup,
+        "same_final_accuracy": same_accuracy,
+    }
+    for name, row in summary.items():
+        print(
+            f"{name:20s} later experiences {row['median_later_experiences_s']:8.2f} s  "
+            f"peak RSS {row['median_peak_rss_mb']:7.0f} MiB  "
+            f"cache {row['cache_bytes_per_experience'] / 1024:6.1f} KiB  "
+            f"final accuracy {row['final_accuracy'][0]:.4f}"
+        )
+    print(f"speed-up {speedup:.2f}x, same final accuracy: {same_accuracy}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
