@@ -38,8 +38,15 @@ def run(stream, strategy="cwr_star", params=SHORT, seed=0, **kwargs) -> SeedResu
     )
 
 
-def test_result_holds_the_matrix_its_metrics_and_the_costs(nc_stream):
-    result = run(nc_stream)
+@pytest.fixture(scope="module")
+def reported_run(nc_stream):
+    calls = []
+    result = run(nc_stream, on_experience=lambda index, info: calls.append((index, info)))
+    return result, calls
+
+
+def test_result_holds_the_matrix_its_metrics_and_the_costs(nc_stream, reported_run):
+    result, _ = reported_run
     experiences = nc_stream.n_experiences
     assert len(result.accuracy_matrix) == experiences
     assert all(len(row) == experiences for row in result.accuracy_matrix)
@@ -60,9 +67,8 @@ def test_same_seed_gives_identical_metrics(nc_stream):
         assert first[key] == second[key]
 
 
-def test_on_experience_reports_each_row_as_it_happens(nc_stream):
-    calls = []
-    result = run(nc_stream, on_experience=lambda index, info: calls.append((index, info)))
+def test_on_experience_reports_each_row_as_it_happens(nc_stream, reported_run):
+    result, calls = reported_run
     assert [index for index, _ in calls] == list(range(nc_stream.n_experiences))
     assert [info["accuracy_row"] for _, info in calls] == result.accuracy_matrix
     assert all(info["train_bitops"] > 0 and info["train_time_s"] > 0 for _, info in calls)
@@ -87,3 +93,26 @@ def test_training_prints_nothing(nc_stream, capsys):
     run(nc_stream, "ewc")
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+# -- scientific behaviour: the paper protocol on the synthetic CORe50 NC stream ---------------
+
+
+@pytest.fixture(scope="module")
+def core50_nc():
+    return BENCHMARKS.build("core50_nc", data="synthetic", seed=0)
+
+
+@pytest.mark.slow
+def test_bounds_and_baselines_rank_as_expected(core50_nc):
+    names = ("naive", "cwr_star", "replay", "cumulative")
+    final = {name: run(core50_nc, name, params={}).final_accuracy for name in names}
+    assert final["cumulative"] >= final["cwr_star"] > final["naive"]
+    assert final["replay"] > final["naive"]
+
+
+@pytest.mark.slow
+def test_sixteen_bit_head_is_within_a_point_of_float(core50_nc):
+    sixteen = run(core50_nc, "hq_cwr_star", params={"grad_bits": 16}).final_accuracy
+    floating = run(core50_nc, "hq_cwr_star", params={"grad_bits": 32}).final_accuracy
+    assert abs(sixteen - floating) <= 0.01
