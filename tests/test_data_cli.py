@@ -40,13 +40,13 @@ def test_help_describes_the_options(capsys):
         assert flag in help_text
 
 
-def test_the_summary_of_a_synthetic_stream_is_labelled_synthetic():
-    done = cycl_bench("data", "core50_nc", "--data", "synthetic", "--option", "image_size=16")
-    assert done.returncode == 0, done.stderr
-    assert "data_source              synthetic" in done.stdout
-    assert "classes_per_experience   [10, 5, 5, 5, 5, 5, 5, 5, 5]" in done.stdout
-    assert "image_shape              [3, 16, 16]" in done.stdout
-    assert "protocol_hash" in done.stdout
+def test_the_summary_of_a_synthetic_stream_is_labelled_synthetic(capsys):
+    assert main(["data", "core50_nc", "--data", "synthetic", "--option", "image_size=16"]) == 0
+    out = capsys.readouterr().out
+    assert "data_source              synthetic" in out
+    assert "classes_per_experience   [10, 5, 5, 5, 5, 5, 5, 5, 5]" in out
+    assert "image_shape              [3, 16, 16]" in out
+    assert "protocol_hash" in out
 
 
 def test_the_summary_of_a_real_stream_prepared_from_the_data_root(replica_root, capsys):

@@ -1,9 +1,10 @@
 """Procedural images for the offline source: CORe50-like sessions and CIFAR-like classes.
 
 An object is a category-level silhouette (a smooth closed curve shared by every object of the
-category) painted with an object-level appearance (two colours blended by a stripe texture of
-its own frequency and angle). A scene condition places it: background colour and gradient,
-lighting gain and colour tint, position, scale and rotation. In the CORe50-like generator
+category) painted with an object-level appearance (two colours near its category's, blended by
+a stripe texture of its own frequency and angle). A scene condition places it: background
+colour and gradient, lighting gain and colour tint, position, scale and rotation; a
+skin-coloured disc (a hand) hides part of it in every image. In the CORe50-like generator
 each session draws one condition and every image of the session jitters around it, so a new
 session is a genuine domain shift; in the CIFAR-like generator every image draws its own.
 Everything comes from `numpy.random.default_rng(seed)`: the same seed gives identical images.
@@ -57,12 +58,16 @@ class Conditions:
 
 def draw_objects(rng: np.random.Generator, categories: int, per_category: int) -> Objects:
     objects = categories * per_category
+    category = np.repeat(np.arange(categories), per_category)
+    # objects of a category share a main colour, up to a variation of their own
+    category_color = rng.uniform(0.2, 0.8, (categories, 3))
+    second_color = rng.uniform(0.2, 0.8, (categories, 3))
     return Objects(
-        category=np.repeat(np.arange(categories), per_category),
+        category=category,
         amplitudes=rng.uniform(0.05, 0.3, (categories, len(_HARMONICS))),
         phases=rng.uniform(0, 2 * np.pi, (categories, len(_HARMONICS))),
-        color_a=rng.uniform(0.05, 0.95, (objects, 3)),
-        color_b=rng.uniform(0.05, 0.95, (objects, 3)),
+        color_a=np.clip(category_color[category] + rng.uniform(-0.2, 0.2, (objects, 3)), 0, 1),
+        color_b=np.clip(second_color[category] + rng.uniform(-0.3, 0.3, (objects, 3)), 0, 1),
         stripe_frequency=rng.uniform(1.0, 4.0, objects),
         stripe_angle=rng.uniform(0, np.pi, objects),
     )
@@ -92,6 +97,17 @@ def jitter(rng: np.random.Generator, session: Conditions, n: int) -> Conditions:
     repeat.gain = repeat.gain * rng.uniform(0.85, 1.15, (n, 1))
     repeat.background = repeat.background + rng.normal(0, 0.1, (n, 3))
     return repeat
+
+
+def _occlude_with_a_hand(rng, image, xx, yy, conditions, sharpness) -> np.ndarray:
+    """A skin-coloured disc near the object hides a different part of it in every image."""
+    n = len(image)
+    center = conditions.center + rng.normal(0, 0.45, (n, 2)) * conditions.scale[:, None]
+    radius = rng.uniform(0.2, 0.4, n)[:, None, None]
+    distance = np.hypot(xx[None] - center[:, 0, None, None], yy[None] - center[:, 1, None, None])
+    hand = 1 / (1 + np.exp(-np.clip((radius - distance) * sharpness, -30, 30)))
+    skin = np.array([0.85, 0.65, 0.55])[None] * rng.uniform(0.7, 1.1, (n, 1))
+    return hand[:, None] * skin[:, :, None, None] + (1 - hand[:, None]) * image
 
 
 def render(
@@ -134,6 +150,7 @@ def render(
     )
 
     image = mask[:, None] * foreground + (1 - mask[:, None]) * background
+    image = _occlude_with_a_hand(rng, image, xx, yy, c, sharpness)
     image = image * c.gain[:, :, None, None]
     image = image + rng.normal(0, _PIXEL_NOISE, image.shape)
     return torch.from_numpy(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
