@@ -1,0 +1,399 @@
+"""One experiment run: resolved config -> stream -> pretraining -> every strategy x seed -> files.
+
+Everything a run produces goes under one folder (`runs/<experiment>/<timestamp>/`):
+config.yaml (the resolved config, written first), results/<strategy entry>.json (rewritten as
+each seed finishes, so an interrupted run keeps what it finished), plots/, pretrain/, wandb/.
+`resume` continues a folder with what is missing.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cycl_bench import __version__
+from cycl_bench.config import ExperimentConfig, load_resolved, to_yaml
+from cycl_bench.data.base import Stream, default_data_root
+from cycl_bench.errors import UserError, suggest
+from cycl_bench.evaluation.results import (
+    BenchmarkInfo,
+    MethodInfo,
+    PretrainingInfo,
+    Results,
+    SeedResult,
+    load_results,
+    write_results,
+)
+from cycl_bench.registry import BENCHMARKS, STRATEGIES
+
+CONFIG_FILE = "config.yaml"
+RESULTS_DIR = "results"
+PLOTS_DIR = "plots"
+PACKAGES = ("torch", "torchvision", "avalanche-lib", "brevitas", "pytorch-lightning", "wandb")
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    results: list[Results] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+
+
+def new_run_dir(out: Path, experiment: str) -> Path:
+    """`out/<experiment>/<UTC timestamp>`, created now; a UserError if it cannot be written."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(out) / experiment
+    run_dir, n = base / stamp, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base / f"{stamp}-{n}"
+    try:
+        run_dir.mkdir(parents=True)
+        (run_dir / ".write-test").touch()
+        (run_dir / ".write-test").unlink()
+    except OSError as error:
+        raise UserError(
+            f"cannot write the run folder {run_dir}: {error.strerror or error}; "
+            "choose a writable folder with --out"
+        ) from None
+    return run_dir
+
+
+def start(config: ExperimentConfig, out: Path) -> Path:
+    """A fresh run folder holding the resolved config."""
+    run_dir = new_run_dir(out, config.experiment)
+    (run_dir / CONFIG_FILE).write_text(to_yaml(config))
+    return run_dir
+
+
+def load_run(run_dir: Path) -> ExperimentConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give a folder of runs/")
+    return load_resolved(path)
+
+
+def results_path(run_dir: Path, entry: str) -> Path:
+    return Path(run_dir) / RESULTS_DIR / f"{entry}.json"
+
+
+def finished_seeds(run_dir: Path, entry: str) -> dict[int, SeedResult]:
+    path = results_path(run_dir, entry)
+    if not path.is_file():
+        return {}
+    return {seed.seed: seed for seed in load_results(path).per_seed}
+
+
+# -- pieces of the results file ------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    packages["python"] = platform.python_version()
+    return {"cycl_bench_version": __version__, "git_sha": _git_sha(), "packages": packages}
+
+
+def _git_sha() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def benchmark_info(stream: Stream) -> BenchmarkInfo:
+    return BenchmarkInfo(
+        name=stream.name,
+        scenario=stream.scenario,
+        data_source=stream.source,
+        protocol_hash=stream.protocol_hash,
+        protocol=stream.protocol,
+        n_experiences=stream.n_experiences,
+        test_sizes=stream.test_sizes,
+    )
+
+
+def pretraining_info(config: ExperimentConfig) -> PretrainingInfo:
+    pre = config.pretrain
+    if pre.schedule == "none":
+        return PretrainingInfo(schedule="none")
+    cyclic = pre.schedule == "cyclic"
+    return PretrainingInfo(
+        schedule=pre.schedule,
+        mode=pre.mode,
+        min_bits=pre.min_bits if cyclic else pre.eval_bits,
+        max_bits=pre.max_bits if cyclic else pre.eval_bits,
+        cycles=pre.cycles if cyclic else None,
+        epochs=pre.epochs,
+        eval_bits=pre.eval_bits,
+    )
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def build_stream(config: ExperimentConfig) -> Stream:
+    data_root = Path(config.data_root) if config.data_root else default_data_root()
+    return BENCHMARKS.build(
+        config.benchmark.name,
+        data=config.data,
+        data_root=data_root,
+        seed=config.benchmark.seed,
+        **config.benchmark.options_for(config.data),
+    )
+
+
+def check_strategies(config: ExperimentConfig, only: list[str] | None) -> list[str]:
+    """The strategy entries to run (all, or those named); each a registered strategy."""
+    entries = list(config.strategy)
+    if only:
+        for name in only:
+            if name not in entries:
+                raise UserError(
+                    f"strategy '{name}' is not in experiment {config.experiment}"
+                    f"{suggest(name, entries)}; its strategies: {', '.join(entries)}"
+                )
+        entries = [e for e in entries if e in only]
+    for entry in entries:
+        STRATEGIES.get(config.strategy_of(entry)[0])
+    return entries
+
+
+def check_parameters(config: ExperimentConfig, entries: list[str], stream, backbone_kwargs):
+    """Build every strategy once on a throwaway model, so a bad parameter stops the run before
+    any training rather than after the strategies before it."""
+    from cycl_bench.evaluation.loop import build_model
+    from cycl_bench.strategies import build_strategy
+
+    for entry in entries:
+        name, params = config.strategy_of(entry)
+        model = build_model(stream, config.backbone.name, backbone_kwargs, None)
+        build_strategy(name, model=model, params=params, device="cpu")
+
+
+def run(
+    config: ExperimentConfig,
+    run_dir: Path,
+    *,
+    strategies: list[str] | None = None,
+    cache_dir: Path | None = None,
+    echo=print,
+) -> RunOutcome:
+    """Run (or continue) every strategy entry x seed not yet in `run_dir`."""
+    from cycl_bench.evaluation.loop import run_strategy
+    from cycl_bench.logging.wandb_run import WandbSession, check_wandb_mode, offline_sync_hint
+
+    check_wandb_mode(config.wandb)  # a missing login fails now, not after pretraining
+    entries = check_strategies(config, strategies)
+    stream = build_stream(config)
+    echo(_describe_stream(stream))
+    check_parameters(config, entries, stream, _backbone_kwargs(config, stream))
+    checkpoint, backbone_kwargs, schedule_png = _pretrain(config, stream, run_dir, cache_dir, echo)
+    bits = deployed_bits(config.backbone.name, stream, backbone_kwargs)
+    env = environment()
+    outcome = RunOutcome(run_dir=run_dir)
+    total, done = len(entries) * len(config.seeds), 0
+    for entry in entries:
+        method = method_info(config, entry, bits)
+        finished = finished_seeds(run_dir, entry)
+        per_seed: list[SeedResult] = []
+        for seed in config.seeds:
+            done += 1
+            if seed in finished:
+                per_seed.append(finished[seed])
+                echo(f"[{done}/{total}] {entry} seed {seed}: already done, kept")
+                continue
+            started = time.perf_counter()
+            with WandbSession(
+                mode=config.wandb,
+                out_dir=run_dir,
+                group=config.experiment,
+                name=f"{entry}-seed{seed}",
+                config={**config.model_dump(mode="json"), "strategy_entry": entry, "seed": seed},
+                tags=[stream.source, method.strategy],
+            ) as session:
+                seed_result = run_strategy(
+                    stream,
+                    strategy=method.strategy,
+                    params=method.params,
+                    backbone=config.backbone.name,
+                    backbone_kwargs=backbone_kwargs,
+                    checkpoint=checkpoint,
+                    seed=seed,
+                    device=config.device,
+                    on_experience=_experience_logger(session, stream.test_sizes),
+                )
+                per_seed.append(seed_result)
+                results = _results(config, stream, entry, method, per_seed, env)
+                path = write_results(results, results_path(run_dir, entry))
+                session.finish(summary=_seed_summary(seed_result), files=[path])
+            echo(
+                f"[{done}/{total}] {entry} seed {seed}: final accuracy "
+                f"{100 * seed_result.final_accuracy:.1f}% ({time.perf_counter() - started:.1f} s)"
+            )
+        outcome.results.append(load_results(results_path(run_dir, entry)))
+    outcome.plots = _plots(outcome.results, run_dir, schedule_png)
+    hint = offline_sync_hint(run_dir) if config.wandb == "offline" else None
+    if hint:
+        echo(hint)
+    return outcome
+
+
+def deployed_bits(backbone: str, stream: Stream, backbone_kwargs: dict) -> tuple[int, int]:
+    """(weight, activation) bits the backbone is evaluated at (1 for binary, 32 for float)."""
+    from cycl_bench.evaluation.loop import build_model
+    from cycl_bench.quant.precision import get_precision
+
+    weight_bits, act_bits, _ = get_precision(build_model(stream, backbone, backbone_kwargs, None))
+    return weight_bits, act_bits
+
+
+def method_info(config: ExperimentConfig, entry: str, bits: tuple[int, int]) -> MethodInfo:
+    """The strategy entry with every parameter resolved (defaults filled in)."""
+    from cycl_bench.strategies import strategy_defaults
+
+    name, params = config.strategy_of(entry)
+    resolved = {**strategy_defaults(name), **params}
+    return MethodInfo(
+        strategy=name,
+        params=resolved,
+        backbone=config.backbone.name,
+        weight_bits=bits[0],
+        activation_bits=bits[1],
+        gradient_bits=int(resolved.get("grad_bits", 32)),
+        pretraining=pretraining_info(config),
+    )
+
+
+def _experience_logger(session, test_sizes: list[int]):
+    from cycl_bench.logging.wandb_run import experience_accuracies
+
+    def log(index: int, info: dict[str, Any]) -> None:
+        metrics = experience_accuracies(index, info["accuracy_row"], test_sizes)
+        metrics.update(
+            {
+                f"experience/{key}": float(value)
+                for key, value in info.items()
+                if key != "accuracy_row" and isinstance(value, (int, float))
+            }
+        )
+        session.log_experience(index, metrics)
+
+    return log
+
+
+def _describe_stream(stream: Stream) -> str:
+    s = stream.summary()
+    return (
+        f"stream {s['benchmark']} ({s['data_source']} data): {s['experiences']} experiences, "
+        f"{s['num_classes']} classes, train {sum(s['train_sizes'])} / test {sum(s['test_sizes'])} "
+        f"images of {'x'.join(map(str, s['image_shape']))}, protocol {s['protocol_hash']}"
+    )
+
+
+def _pretrain(config: ExperimentConfig, stream: Stream, run_dir: Path, cache_dir, echo):
+    from cycl_bench.pretrain.run import pretrain
+
+    if config.pretrain.schedule == "none":
+        return None, _backbone_kwargs(config, stream), None
+    result = pretrain(
+        config.pretrain,
+        backbone=config.backbone.name,
+        stream=stream,
+        seed=config.benchmark.seed,
+        out_dir=run_dir / "pretrain",
+        cache_dir=cache_dir or default_cache_dir(),
+        fast=config.fast,
+        backbone_options=config.backbone.options,
+        data_root=Path(config.data_root) if config.data_root else None,
+    )
+    origin = "reused from the cache" if result.from_cache else "trained"
+    echo(
+        f"pretraining {origin}: {result.val_accuracy:.1%} at {config.pretrain.eval_bits}-bit, "
+        f"training BitOPs -{result.reduction_vs_fp32:.1%} vs FP32 ({result.checkpoint})"
+    )
+    kwargs = {**result.backbone_kwargs, "num_classes": stream.num_classes}
+    return result.checkpoint, kwargs, result.schedule_png
+
+
+def _backbone_kwargs(config: ExperimentConfig, stream: Stream) -> dict[str, Any]:
+    from cycl_bench.pretrain.run import backbone_kwargs
+
+    return backbone_kwargs(
+        stream,
+        num_classes=stream.num_classes,
+        mode=config.pretrain.mode,
+        options=config.backbone.options,
+    )
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    from platformdirs import user_cache_dir
+
+    env = os.environ.get("CYCL_BENCH_CACHE")
+    return Path(env) if env else Path(user_cache_dir("cycl_bench")) / "checkpoints"
+
+
+def _results(config, stream, entry, method, per_seed, env) -> Results:
+    return Results(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        device=device_name(config.device),
+        fast=config.fast,
+        benchmark=benchmark_info(stream),
+        method=method,
+        per_seed=sorted(per_seed, key=lambda s: config.seeds.index(s.seed)),
+        summary=Results.summarize(per_seed),
+        config={**config.model_dump(mode="json"), "strategy_entry": entry},
+        **env,
+    )
+
+
+def _seed_summary(seed: SeedResult) -> dict[str, float]:
+    keys = ("final_accuracy", "average_forgetting", "bwt", "train_time_s", "peak_memory_mb")
+    summary = {key: getattr(seed, key) for key in keys}
+    summary.update(
+        train_bitops=seed.train_bitops, bitops_reduction_vs_fp32=seed.bitops_reduction_vs_fp32
+    )
+    return summary
+
+
+def _plots(results: list[Results], run_dir: Path, schedule_png: Path | None) -> list[Path]:
+    from cycl_bench.evaluation.plots import plot_accuracy_curves, plot_accuracy_matrix
+
+    if not results:
+        return []
+    folder = Path(run_dir) / PLOTS_DIR
+    paths = [plot_accuracy_curves(results, folder / "accuracy_curves.png")]
+    for entry_results in results:
+        entry = entry_results.config.get("strategy_entry", entry_results.method.strategy)
+        paths.append(plot_accuracy_matrix(entry_results, folder / f"accuracy_matrix_{entry}.png"))
+    if schedule_png and Path(schedule_png).is_file():
+        paths.append(Path(schedule_png))
+    return paths
