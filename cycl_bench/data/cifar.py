@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import check_integrity
 
 from cycl_bench.data import synthetic
 from cycl_bench.data.assemble import make_stream
@@ -28,7 +26,6 @@ from cycl_bench.data.transforms import train_transform as make_train_transform
 from cycl_bench.errors import UserError
 from cycl_bench.registry import BENCHMARKS
 
-DATASETS = {10: CIFAR10, 100: CIFAR100}
 IMAGE_SIZE = 32
 # benchmark name -> (number of classes, classes per experience)
 SPLITS = {
@@ -85,10 +82,17 @@ def plan_split_cifar(name: str, *, data: str, seed: int, options: dict[str, Any]
 # ---------------------------------------------------------------- the torchvision datasets
 
 
+def torchvision_class(num_classes: int):
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return {10: CIFAR10, 100: CIFAR100}[num_classes]
+
+
 def in_memory_cifar(num_classes: int, images_nhwc, targets, classes, *, train: bool):
     """A torchvision CIFAR dataset object holding the given arrays instead of files
     (uint8 NHWC `data`, list `targets`, `classes`): what the synthetic source feeds in."""
-    dataset = DATASETS[num_classes].__new__(DATASETS[num_classes])
+    dataset_class = torchvision_class(num_classes)
+    dataset = dataset_class.__new__(dataset_class)
     dataset.root = "<memory>"
     dataset.train = train
     dataset.transform = dataset.target_transform = dataset.transforms = None
@@ -107,7 +111,9 @@ def _cifar_files(dataset_class) -> list[tuple[str, str]]:
 def load_torchvision_cifar(num_classes: int, root: Path):
     """(train, test) torchvision datasets from `root`; downloads what is missing, refuses a
     damaged file by name (torchvision would silently try to download over it)."""
-    dataset_class = DATASETS[num_classes]
+    from torchvision.datasets.utils import check_integrity
+
+    dataset_class = torchvision_class(num_classes)
     folder = root / dataset_class.base_folder
     missing = []
     for name, md5 in _cifar_files(dataset_class):

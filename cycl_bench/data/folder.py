@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from avalanche.benchmarks import dataset_benchmark
 from PIL import Image, UnidentifiedImageError
 
 from cycl_bench.data.assemble import ImageTensorDataset, make_stream
@@ -197,6 +196,8 @@ def _labelled(
 
 
 def build_folder_stream(plan: Plan) -> Stream:
+    from avalanche.benchmarks import dataset_benchmark
+
     size = plan.options["image_size"]
     augment = plan.options["augment"]
     mean, std = IMAGENET_MEAN, IMAGENET_STD

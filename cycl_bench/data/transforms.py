@@ -3,13 +3,13 @@
 Deterministic by default (to float tensor, normalized), so a frozen backbone sees the same
 input for an image in every epoch and its features can be cached. `augment=True` adds a
 random horizontal flip and a padded random crop to the training transform only.
+torchvision is imported on first use, so planning a protocol stays light.
 The same transform takes PIL images (real files) and uint8 CHW tensors (in-memory sources).
 """
 
 from __future__ import annotations
 
 import torch
-from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -18,6 +18,8 @@ CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
 
 def _to_normalized_tensor(mean, std) -> list:
+    from torchvision.transforms import v2
+
     return [
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
@@ -26,11 +28,15 @@ def _to_normalized_tensor(mean, std) -> list:
     ]
 
 
-def eval_transform(mean, std) -> v2.Compose:
+def eval_transform(mean, std):
+    from torchvision.transforms import v2
+
     return v2.Compose(_to_normalized_tensor(mean, std))
 
 
-def train_transform(mean, std, *, image_size: int, augment: bool) -> v2.Compose:
+def train_transform(mean, std, *, image_size: int, augment: bool):
+    from torchvision.transforms import v2
+
     if not augment:
         return eval_transform(mean, std)
     random_steps = [
