@@ -25,7 +25,7 @@ def ni_stream():
     )
 
 
-def run(stream, strategy="cwr_star", params=SHORT, seed=0, **kwargs) -> SeedResult:
+def run(stream, strategy="hq_cwr_star", params=SHORT, seed=0, **kwargs) -> SeedResult:
     return run_strategy(
         stream,
         strategy=strategy,
