@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from urllib.error import URLError
 from urllib.parse import urlparse
@@ -73,7 +74,7 @@ def downloading(dataset: str, folder: Path, files: list[str], urls: list[str]) -
             host = urlparse(url).hostname
             raise failure(f"{host} unreachable: {error.strerror or error}") from None
     try:
-        with _read_timeout():
+        with _read_timeout(), redirect_stdout(sys.stderr):  # keep stdout for the summary
             yield
     except (URLError, OSError) as error:
         raise failure(f"download failed: {error}") from None
