@@ -49,10 +49,14 @@ def make_step(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor):
 def interleaved_medians(
     steps: dict[str, Callable[[], float]], repeats: int, warmup: int
 ) -> dict[str, float]:
-    """Median step time of each callable, run in turn so drifts in machine load hit all alike."""
+    """Median step time of each callable, run in turn so drifts in machine load hit all alike.
+
+    The order is reversed every other repeat, so no callable always runs right after another.
+    """
     times = {name: [] for name in steps}
     for repeat in range(warmup + repeats):
-        for name, step in steps.items():
+        order = list(steps.items())
+        for name, step in order if repeat % 2 == 0 else reversed(order):
             elapsed = step()
             if repeat >= warmup:
                 times[name].append(elapsed)
@@ -123,9 +127,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument(
         "--backbones",
-        nargs="+",
+        nargs="*",
         default=[binary for binary, _ in PAIRS],
-        help="binary backbones to compare with their float reference",
+        help="binary backbones to compare with their float reference (none: only switching)",
     )
     parser.add_argument("--switching-backbone", default="resnet18_bnn")
     args = parser.parse_args()
