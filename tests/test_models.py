@@ -49,8 +49,8 @@ def test_classifier_is_a_bias_free_linear_sized_for_every_class(name):
     assert classifier.out_features == NUM_CLASSES
 
 
-@pytest.mark.parametrize("name", BINARY)
-def test_binary_backbone_evaluates_at_one_bit(name):
+@pytest.mark.parametrize("name", NAMES)
+def test_backbone_evaluates_at_one_bit(name):
     model = build(name)
     model.train()
     model(torch.randn(4, 3, 32, 32))
