@@ -26,7 +26,7 @@ from cycl_bench.data.base import Stream
 from cycl_bench.evaluation.costs import TrainingCostMeter
 from cycl_bench.evaluation.resources import peak_memory_mb, reset_peak_memory
 from cycl_bench.evaluation.results import ExperienceCost, SeedResult, seed_metrics
-from cycl_bench.quant.precision import model_size_bytes, set_precision
+from cycl_bench.quant.precision import model_size_bytes, precision, set_precision
 from cycl_bench.registry import BACKBONES
 from cycl_bench.strategies import ContinualStrategy, build_strategy
 from cycl_bench.strategies.latent_cache import cpu_rng_untouched
@@ -68,11 +68,15 @@ def view_accuracy(model: nn.Module, view, device="cpu", batch_size: int = EVAL_B
 
 
 def accuracy_row(model: nn.Module, views, device="cpu") -> list[float]:
-    """Accuracy on every test view, in eval mode, without moving the training RNG."""
+    """Accuracy on every test view at the deployed precision, in eval mode, without moving the
+    training RNG."""
     modes = {name: module.training for name, module in model.named_modules()}
     model.eval()
     try:
-        with cpu_rng_untouched():
+        with (
+            cpu_rng_untouched(),
+            precision(model, weight_bits=DEPLOYED_BITS, act_bits=DEPLOYED_BITS),
+        ):
             return [view_accuracy(model, view, device) for view in views]
     finally:
         for name, module in model.named_modules():
