@@ -39,7 +39,7 @@ REAL_DEFAULTS = {"object_level": True, "mini": False, "augment": False}
 SYNTHETIC_DEFAULTS = {
     "object_level": True,
     "image_size": 32,
-    "images_per_object": 4,
+    "images_per_object": 3,
     "test_images_per_object": 2,
     "augment": False,
 }
