@@ -1,5 +1,6 @@
 """`python -m cycl_bench data`: a summary for good input, one line and exit 2 for bad input."""
 
+import os
 import subprocess
 import sys
 import time
@@ -9,11 +10,25 @@ from core50_replica import write_core50_replica
 
 from cycl_bench.cli import main
 
+# every download goes through a proxy on a closed local port: it fails at once, the same way
+# with or without a network (here there is none), and never fetches a real dataset
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
+
 
 def cycl_bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cycl_bench", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "cycl_bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **OFFLINE},
     )
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
 
 
 def user_error(capsys, *args: str) -> str:
@@ -94,7 +109,7 @@ def test_an_offline_download_fails_fast_with_the_offline_alternative(tmp_path):
     assert time.monotonic() - started < 120  # no minutes of retries (imports take most)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert "cannot download CIFAR-10" in line
+    assert "cannot download CIFAR-10 (proxy 127.0.0.1:9 unreachable" in line
     assert "cifar-10-python.tar.gz" in line and str(tmp_path) in line
     assert "--data synthetic" in line
 

@@ -95,7 +95,10 @@ def test_a_missing_run_file_list_is_named(data_root):
         core50_nc(data_root=data_root, seed=3)
 
 
-def test_a_missing_mini_tree_names_the_32x32_archive_avalanche_gets_wrong(tmp_path):
+def test_a_missing_mini_tree_names_the_32x32_archive_avalanche_gets_wrong(tmp_path, monkeypatch):
+    for name in ("http_proxy", "https_proxy"):  # a closed local port: never a real download
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.setenv("no_proxy", "")
     replica = write_core50_replica(tmp_path)
     shutil.rmtree(replica / "core50_32x32")
     with pytest.raises(UserError) as error:

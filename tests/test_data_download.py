@@ -12,7 +12,9 @@ from cycl_bench.errors import UserError
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, monkeypatch):
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     served = tmp_path / "served"
     served.mkdir()
     (served / "labels.pkl").write_bytes(b"payload")
@@ -44,12 +46,22 @@ def test_a_failed_download_names_the_folder_files_and_offline_alternative(server
     assert str(tmp_path) in message and "--data synthetic" in message
 
 
-def test_an_unreachable_host_fails_before_any_download(tmp_path):
+def test_an_unreachable_host_fails_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
     attempted = []
-    with pytest.raises(UserError, match="unreachable"):
+    with pytest.raises(UserError, match="host 127.0.0.1:9 unreachable"):
         with downloading("Test", tmp_path, ["a.pkl"], ["http://127.0.0.1:9/a.pkl"]):
             attempted.append(True)
     assert not attempted
+
+
+def test_downloads_go_through_the_configured_proxy(tmp_path, monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("no_proxy", "")
+    with pytest.raises(UserError, match="proxy 127.0.0.1:9 unreachable"):
+        with downloading("Test", tmp_path, ["a.pkl"], ["https://example.org/a.pkl"]):
+            pass
 
 
 def test_the_data_root_comes_from_the_argument_then_the_environment(monkeypatch, tmp_path):

@@ -10,6 +10,7 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from urllib.error import URLError
 from urllib.parse import urlparse
+from urllib.request import getproxies, proxy_bypass
 
 from cycl_bench.data.base import default_data_root
 from cycl_bench.errors import UserError
@@ -37,10 +38,18 @@ def ensure_writable(folder: Path) -> None:
         ) from None
 
 
-def _check_reachable(url: str) -> None:
+def _endpoint(url: str) -> tuple[str, int, str]:
+    """Where urllib connects to fetch `url`: the configured proxy, else the host itself."""
     parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    with socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S):
+    proxy = getproxies().get(parsed.scheme)
+    kind = "host"
+    if proxy and not proxy_bypass(parsed.hostname):
+        parsed, kind = urlparse(proxy if "://" in proxy else f"http://{proxy}"), "proxy"
+    return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), kind
+
+
+def _check_reachable(host: str, port: int) -> None:
+    with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
         pass
 
 
@@ -68,11 +77,12 @@ def downloading(dataset: str, folder: Path, files: list[str], urls: list[str]) -
         )
 
     for url in urls:
+        host, port, kind = _endpoint(url)
         try:
-            _check_reachable(url)
+            _check_reachable(host, port)
         except OSError as error:
-            host = urlparse(url).hostname
-            raise failure(f"{host} unreachable: {error.strerror or error}") from None
+            reason = error.strerror or error
+            raise failure(f"{kind} {host}:{port} unreachable: {reason}") from None
     try:
         with _read_timeout(), redirect_stdout(sys.stderr):  # keep stdout for the summary
             yield
