@@ -328,7 +328,6 @@ def _pretrain(config: ExperimentConfig, stream: Stream, run_dir: Path, cache_dir
         seed=config.benchmark.seed,
         out_dir=run_dir / "pretrain",
         cache_dir=cache_dir or default_cache_dir(),
-        fast=config.fast,
         backbone_options=config.backbone.options,
         data_root=Path(config.data_root) if config.data_root else None,
     )

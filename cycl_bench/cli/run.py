@@ -36,6 +36,9 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    if args.strategy:  # `--strategy a b key=value`: the overrides are not strategy names
+        args.overrides = [*args.overrides, *(s for s in args.strategy if "=" in s)]
+        args.strategy = [s for s in args.strategy if "=" not in s]
     if args.resume:
         if args.experiment or args.overrides:
             raise UserError(

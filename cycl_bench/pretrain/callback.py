@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 
 from cycl_bench.pretrain.config import PretrainConfig
 from cycl_bench.quant.cost import TrainingCost
-from cycl_bench.quant.precision import get_precision, set_precision
+from cycl_bench.quant.precision import get_precision, set_precision, switchable_layers
 from cycl_bench.quant.schedules import ConstantSchedule, CosineCycleSchedule, Schedule
 
 
@@ -94,6 +94,8 @@ class CyclicPrecision(pl.Callback):
         set_precision(pl_module.backbone, weight_bits=self.eval_bits, act_bits=self.eval_bits)
 
     def _restore(self, pl_module) -> None:
+        if not switchable_layers(pl_module.backbone):
+            return  # a float reference: nothing was changed, (32, 32, 32) is not settable
         weight_bits, act_bits, grad_bits = self._training_precision
         set_precision(
             pl_module.backbone, weight_bits=weight_bits, act_bits=act_bits, grad_bits=grad_bits
