@@ -318,3 +318,18 @@ def test_pretraining_on_another_benchmark_sizes_the_classifier_for_it(tmp_path):
     assert result.backbone_kwargs["num_classes"] == 10
     model = BACKBONES.build("tiny_bnn", **(result.backbone_kwargs | {"num_classes": 50}))
     assert load_pretrained(model, result.checkpoint) == ["classifier.weight"]
+
+
+def test_a_float_reference_pretrains_and_keeps_float_precision(stream, tmp_path):
+    result = pretrain(
+        PretrainConfig(epochs=2, batch_size=64),
+        backbone="tiny_fp",
+        stream=stream,
+        seed=0,
+        out_dir=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+    )
+    model = BACKBONES.build("tiny_fp", **result.backbone_kwargs)
+    load_pretrained(model, result.checkpoint)
+    assert get_precision(model) == (32, 32, 32)
+    assert result.val_accuracy > 0.5
