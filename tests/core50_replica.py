@@ -73,14 +73,14 @@ def _ni_batches(run: int, frames: int) -> list[list[tuple[str, int]]]:
     return [*batches, test]
 
 
-def _nc_order(run: int) -> list[int]:
+def nc_order(run: int) -> list[int]:
     return np.random.default_rng(100 + run).permutation(OBJECTS).tolist()
 
 
 def _nc_batches(run: int, frames: int) -> list[list[tuple[str, int]]]:
     """9 train batches (10, then 5 objects each, every train session); label = position of
     the object in the run's class order, as in the real NC file lists; then the test set."""
-    order = _nc_order(run)
+    order = nc_order(run)
     label = {obj: i for i, obj in enumerate(order)}
     groups = [order[:10]] + [order[i : i + 5] for i in range(10, OBJECTS, 5)]
 
@@ -115,7 +115,7 @@ def write_core50_replica(data_root: Path, *, frames: int = 1, runs: tuple[int, .
             batches = make_batches(run, frames)
             lup[scenario].append([[index_of[image] for image, _ in b] for b in batches])
             labels[scenario].append([[label for _, label in b] for b in batches])
-            order = _nc_order(run) if scenario == "nc" else list(range(OBJECTS))
+            order = nc_order(run) if scenario == "nc" else list(range(OBJECTS))
             names[scenario][run] = {i: object_name(obj) for i, obj in enumerate(order)}
             if run in runs:
                 folder = root / "batches_filelists" / folders[scenario] / f"run{run}"

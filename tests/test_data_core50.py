@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from core50_replica import write_core50_replica
+from core50_replica import nc_order, object_name, write_core50_replica
 
 from cycl_bench.data import protocol_hash, protocol_of
 from cycl_bench.data.core50 import core50_nc, core50_ni
@@ -63,9 +63,11 @@ def test_category_level_has_ten_classes(data_root):
     assert stream.class_names[0] == "plug_adapter"
 
 
-def test_object_names_come_from_labels2names(data_root):
-    stream = core50_ni(data_root=data_root)
-    assert stream.class_names[:2] == ["plug_adapter1", "plug_adapter2"]
+def test_object_names_follow_the_labels(data_root):
+    assert core50_ni(data_root=data_root).class_names[:2] == ["o1", "o2"]
+    order = nc_order(0)  # NC label i is the i-th object of run 0's class order
+    names = core50_nc(data_root=data_root).class_names
+    assert names == [object_name(obj) for obj in order]
 
 
 def test_the_train_transform_is_deterministic_unless_augment_is_asked(data_root):

@@ -166,7 +166,9 @@ def _class_names(labels2names: Any, scenario: str, run: int, object_level: bool)
 
     if not object_level:
         return sorted(core50_data.name2cat, key=core50_data.name2cat.get)
-    names = labels2names[scenario][run]
+    if scenario == "ni":  # NI labels are the object numbers: label i is folder o<i+1>
+        return [f"o{label + 1}" for label in range(50)]
+    names = labels2names["nc"][run]  # NC labels follow the run's class order
     return [str(names[label]) for label in range(50)]
 
 
