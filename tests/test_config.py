@@ -123,3 +123,16 @@ def test_configs_are_found_from_a_non_editable_install(tmp_path):
     assert installed_at.startswith(str(target))
     assert "core50_nc" in experiments.split(",")
     assert "grad_bits" in part
+
+
+def test_every_registered_benchmark_has_a_shipped_part_with_a_protocol():
+    from cycl_bench.registry import BENCHMARKS
+
+    for name in BENCHMARKS.names():
+        assert config.load_part("benchmarks", name)["name"] == name
+        assert len(config.shipped_protocol_hash(name)) == 16
+
+
+def test_a_benchmark_can_be_swapped_by_name():
+    resolved = config.resolve("split_cifar100", overrides=["benchmark.name=split_cifar100_50_5x10"])
+    assert resolved.benchmark.name == "split_cifar100_50_5x10"
