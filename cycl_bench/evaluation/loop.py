@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from cycl_bench.evaluation.resources import peak_memory_mb, reset_peak_memory
 from cycl_bench.evaluation.results import ExperienceCost, SeedResult, seed_metrics
 from cycl_bench.quant.precision import model_size_bytes, precision, set_precision
 from cycl_bench.registry import BACKBONES
-from cycl_bench.strategies import ContinualStrategy, build_strategy
+from cycl_bench.strategies import build_strategy
 from cycl_bench.strategies.latent_cache import cpu_rng_untouched
 
 DEPLOYED_BITS = 1
@@ -83,12 +82,6 @@ def accuracy_row(model: nn.Module, views, device="cpu") -> list[float]:
             module.train(modes[name])
 
 
-def _train_quietly(strategy: ContinualStrategy, experience) -> None:
-    """Avalanche's deprecation notices force themselves past filters: record them, unshown."""
-    with warnings.catch_warnings(record=True):
-        strategy.train(experience)
-
-
 def run_strategy(
     stream: Stream,
     *,
@@ -124,7 +117,7 @@ def run_strategy(
         bitops_before = meter.total_bitops
         reset_peak_memory(device)
         started = time.perf_counter()
-        _train_quietly(built, experience)
+        built.train(experience)
         train_time = time.perf_counter() - started
         peaks = peak_memory_mb(device)
         row = accuracy_row(model, stream.test_views, device)
