@@ -4,7 +4,8 @@ One training step = forward + backward + SGD step on the same random batch. Bina
 models run in the same process, interleaved repeat by repeat, and the medians are compared as a
 ratio (binary / float). The same binary network at 4/4 bits with 8-bit gradients (what a cycled
 pretraining step computes) is timed alongside. The switching figure compares steps that call
-`set_precision` with a new bit width every step against steps at a fixed precision.
+`set_precision` with a new bit width every step against steps at a fixed precision, on the same
+model in alternating blocks.
 
     python benchmarks/bench_backbones.py --batch-size 128 --repeats 7
 """
@@ -30,6 +31,7 @@ PAIRS = (
     ("reactnet_bnn", "reactnet_fp"),
 )
 NUM_CLASSES = 10
+SWITCHING_BLOCK = 3  # steps per block in the switching benchmark
 CYCLING = "cycling"  # the binary backbone at 4-bit weights/activations, 8-bit gradients
 
 
@@ -85,30 +87,45 @@ def bench_pair(binary: str, floating: str, args) -> dict[str, float]:
 
 
 def bench_switching(name: str, args) -> dict[str, float]:
-    """Steps that switch bits every step (3 <-> 5) versus steps at a fixed 4 bits."""
+    """Steps that switch bits every step (3 <-> 5) versus steps at a fixed 4 bits.
+
+    Both run on the same model instance, in alternating blocks of steps, so that differences
+    between instances (memory placement) do not pass for a switching cost.
+    """
     torch.manual_seed(0)
     batch = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     labels = torch.randint(0, NUM_CLASSES, (args.batch_size,))
-    fixed = BACKBONES.build(name, num_classes=NUM_CLASSES, image_size=args.image_size)
-    switching = BACKBONES.build(name, num_classes=NUM_CLASSES, image_size=args.image_size)
-    set_precision(fixed, weight_bits=4, act_bits=4, grad_bits=8)
-    fixed_step = make_step(fixed, batch, labels)
-    switching_step = make_step(switching, batch, labels)
+    model = BACKBONES.build(name, num_classes=NUM_CLASSES, image_size=args.image_size)
+    set_precision(model, weight_bits=4, act_bits=4, grad_bits=8)
+    step = make_step(model, batch, labels)
     widths = itertools.cycle((3, 5))
 
-    def switch_then_step() -> float:
-        start = time.perf_counter()
-        bits = next(widths)
-        set_precision(switching, weight_bits=bits, act_bits=bits, grad_bits=8)
-        return time.perf_counter() - start + switching_step()
+    def fixed_block() -> list[float]:
+        set_precision(model, weight_bits=4, act_bits=4)
+        return [step() for _ in range(SWITCHING_BLOCK)]
 
-    medians = interleaved_medians(
-        {"fixed": fixed_step, "switching": switch_then_step}, args.repeats, args.warmup
-    )
+    def switching_block() -> list[float]:
+        times = []
+        for _ in range(SWITCHING_BLOCK):
+            start = time.perf_counter()
+            bits = next(widths)
+            set_precision(model, weight_bits=bits, act_bits=bits, grad_bits=8)
+            times.append(time.perf_counter() - start + step())
+        return times
+
+    for _ in range(args.warmup):
+        step()
+    times = {"fixed": [], "switching": []}
+    blocks = {"fixed": fixed_block, "switching": switching_block}
+    for repeat in range(args.repeats):
+        order = ("fixed", "switching") if repeat % 2 == 0 else ("switching", "fixed")
+        for mode in order:
+            times[mode].extend(blocks[mode]())
+    medians = {mode: statistics.median(values) for mode, values in times.items()}
     calls = 1000
     start = time.perf_counter()
     for bits in itertools.islice(itertools.cycle((3, 5)), calls):
-        set_precision(switching, weight_bits=bits, act_bits=bits, grad_bits=8)
+        set_precision(model, weight_bits=bits, act_bits=bits, grad_bits=8)
     set_precision_s = (time.perf_counter() - start) / calls
     return {
         **medians,
