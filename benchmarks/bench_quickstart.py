@@ -7,6 +7,7 @@ first run, so each repeat uses its own empty cache (the time a new user sees).
 """
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -26,7 +27,7 @@ def one_run() -> float:
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**__import__("os").environ, **env_cache},
+            env={**os.environ, **env_cache},
         )
         return time.perf_counter() - started
 
