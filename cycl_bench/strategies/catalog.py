@@ -127,10 +127,11 @@ class HybridQuantizedCWRStar(LatentCacheForward, SupervisedTemplate):
     """Avalanche's supervised template with the hybrid-quantized CWR* plugin."""
 
 
-def _latent_cache(enabled, deterministic_inputs, model, head, codec, device):
+def _latent_cache(enabled, deterministic_inputs, model, head, codec, device, batch_size):
+    """Encoding at the training batch size keeps the peak memory of training unchanged."""
     if not (_flag("latent_cache", enabled) and deterministic_inputs):
         return None
-    return LatentCache(model, head, codec, device=device)
+    return LatentCache(model, head, codec, device=device, batch_size=batch_size)
 
 
 @STRATEGIES.register("cwr_star")
@@ -139,7 +140,9 @@ def cwr_star(
 ):
     """CWR*: frozen backbone after the first experience, consolidated head rows (Avalanche)."""
     head = head_layer(model)
-    cache = _latent_cache(latent_cache, deterministic_inputs, model, head, FeatureCodec, device)
+    cache = _latent_cache(
+        latent_cache, deterministic_inputs, model, head, FeatureCodec, device, protocol.batch_size
+    )
     plugins = [cache] if cache else []
     template = CachedCWRStar(
         cwr_layer_name=HEAD_LAYER, **_template_arguments(model, protocol, device, plugins)
@@ -181,7 +184,13 @@ def hq_cwr_star(
         device=device,
     )
     cache = _latent_cache(
-        latent_cache, deterministic_inputs, model, head, plugin.feature_codec, device
+        latent_cache,
+        deterministic_inputs,
+        model,
+        head,
+        plugin.feature_codec,
+        device,
+        protocol.batch_size,
     )
     plugins = [cache, plugin] if cache else [plugin]
     template = HybridQuantizedCWRStar(**_template_arguments(model, protocol, device, plugins))
