@@ -196,9 +196,9 @@ class SwitchableBinaryActTensorQuant(brevitas.jit.ScriptModule):
         if self.training:
             low, high = torch.aminmax(x.detach())
             first = self.num_batches_tracked == 0
-            weight = torch.where(first, 1.0, ACT_RANGE_MOMENTUM).to(low.dtype)
-            self.running_min.lerp_(low, weight)
-            self.running_max.lerp_(high, weight)
+            weight = torch.where(first, 1.0, ACT_RANGE_MOMENTUM).to(self.running_min.dtype)
+            self.running_min.lerp_(low.to(self.running_min.dtype), weight)
+            self.running_max.lerp_(high.to(self.running_max.dtype), weight)
             self.num_batches_tracked += 1
             return low, high
         # Before any training batch there is no running range: fall back to the batch's own.
