@@ -152,9 +152,7 @@ def derived_mismatches(results: Results, tolerance: float = 1e-6) -> list[tuple[
         path = f"per_seed[{index}]"
         matrix = seed.accuracy_matrix
         if len(matrix) != results.benchmark.n_experiences:
-            problems.append(
-                (f"{path}.accuracy_matrix", "rows differ from benchmark.n_experiences")
-            )
+            problems.append((f"{path}.accuracy_matrix", "rows differ from benchmark.n_experiences"))
             continue
         if len(matrix[0]) != n_views:
             problems.append((f"{path}.accuracy_matrix", "columns differ from test_sizes"))
@@ -162,9 +160,7 @@ def derived_mismatches(results: Results, tolerance: float = 1e-6) -> list[tuple[
         for key, value in seed_metrics(matrix, results.benchmark.test_sizes).items():
             stored = getattr(seed, key)
             if abs(stored - value) > tolerance:
-                problems.append(
-                    (f"{path}.{key}", f"stored {stored!r}, the matrix gives {value!r}")
-                )
+                problems.append((f"{path}.{key}", f"stored {stored!r}, the matrix gives {value!r}"))
     for key, stat in Results.summarize(results.per_seed).items():
         stored = results.summary.get(key)
         if stored is None:
