@@ -150,3 +150,25 @@ def make_kit(binary: bool, precision_mode: str) -> LayerKit:
     """The kit for a registered constructor; float references still validate precision_mode."""
     check_precision_mode(precision_mode)
     return LayerKit.binary(precision_mode) if binary else LayerKit.floating()
+
+
+def registered_constructor(network, *, binary: bool, doc: str):
+    """The keyword-only constructor every backbone registers: arguments checked, then
+    `network(kit, num_classes=..., in_channels=..., width=..., image_size=...)`."""
+
+    def construct(
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        width: float = 1.0,
+        image_size: int = 32,
+        precision_mode: str = "cyclebnn",
+    ) -> nn.Module:
+        arguments = dict(
+            num_classes=num_classes, in_channels=in_channels, width=width, image_size=image_size
+        )
+        check_backbone_args(**arguments)
+        return network(make_kit(binary, precision_mode), **arguments)
+
+    construct.__doc__ = doc
+    return construct

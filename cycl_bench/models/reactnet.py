@@ -16,8 +16,7 @@ from cycl_bench.models.common import (
     Backbone,
     LayerKit,
     Stem,
-    check_backbone_args,
-    make_kit,
+    registered_constructor,
     scaled_channels,
 )
 from cycl_bench.registry import BACKBONES
@@ -106,47 +105,18 @@ class ReActNet(Backbone):
 # Registered constructors
 
 
-def _reactnet(binary: bool, **kwargs) -> ReActNet:
-    precision_mode = kwargs.pop("precision_mode")
-    check_backbone_args(**kwargs)
-    return ReActNet(make_kit(binary, precision_mode), **kwargs)
-
-
-@BACKBONES.register("reactnet_bnn")
-def reactnet_bnn(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    image_size: int = 32,
-    precision_mode: str = "cyclebnn",
-) -> ReActNet:
-    """Compact ReActNet: binary convs with RSign thresholds and RPReLU, 8-bit stem/classifier."""
-    return _reactnet(
-        True,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        image_size=image_size,
-        precision_mode=precision_mode,
+BACKBONES.register("reactnet_bnn")(
+    registered_constructor(
+        ReActNet,
+        binary=True,
+        doc="Compact ReActNet: binary convs, RSign thresholds, RPReLU, 8-bit stem/classifier.",
     )
+)
 
-
-@BACKBONES.register("reactnet_fp")
-def reactnet_fp(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    image_size: int = 32,
-    precision_mode: str = "cyclebnn",
-) -> ReActNet:
-    """Float reference of reactnet_bnn (same topology, float convs)."""
-    return _reactnet(
-        False,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        image_size=image_size,
-        precision_mode=precision_mode,
+BACKBONES.register("reactnet_fp")(
+    registered_constructor(
+        ReActNet,
+        binary=False,
+        doc="Float reference of reactnet_bnn (same topology, float convs).",
     )
+)

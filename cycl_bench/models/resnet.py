@@ -7,6 +7,8 @@ so every convolution between the 8-bit stem and classifier is switchable.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -15,8 +17,7 @@ from cycl_bench.models.common import (
     LayerKit,
     Shortcut,
     Stem,
-    check_backbone_args,
-    make_kit,
+    registered_constructor,
     scaled_channels,
 )
 from cycl_bench.registry import BACKBONES
@@ -86,47 +87,18 @@ class ResNet(Backbone):
 # Registered constructors
 
 
-def _resnet18(binary: bool, **kwargs) -> ResNet:
-    precision_mode = kwargs.pop("precision_mode")
-    check_backbone_args(**kwargs)
-    return ResNet(make_kit(binary, precision_mode), blocks_per_stage=(2, 2, 2, 2), **kwargs)
-
-
-@BACKBONES.register("resnet18_bnn")
-def resnet18_bnn(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    image_size: int = 32,
-    precision_mode: str = "cyclebnn",
-) -> ResNet:
-    """CIFAR-style ResNet-18, binary convs, real-valued shortcuts, 8-bit stem/classifier."""
-    return _resnet18(
-        True,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        image_size=image_size,
-        precision_mode=precision_mode,
+BACKBONES.register("resnet18_bnn")(
+    registered_constructor(
+        partial(ResNet, blocks_per_stage=(2, 2, 2, 2)),
+        binary=True,
+        doc="CIFAR-style ResNet-18, binary convs, real-valued shortcuts, 8-bit stem/classifier.",
     )
+)
 
-
-@BACKBONES.register("resnet18_fp")
-def resnet18_fp(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    image_size: int = 32,
-    precision_mode: str = "cyclebnn",
-) -> ResNet:
-    """Float reference of resnet18_bnn (same topology, float convs, ReLU)."""
-    return _resnet18(
-        False,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        image_size=image_size,
-        precision_mode=precision_mode,
+BACKBONES.register("resnet18_fp")(
+    registered_constructor(
+        partial(ResNet, blocks_per_stage=(2, 2, 2, 2)),
+        binary=False,
+        doc="Float reference of resnet18_bnn (same topology, float convs, ReLU).",
     )
+)

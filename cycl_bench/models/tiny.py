@@ -9,8 +9,7 @@ from cycl_bench.models.common import (
     Backbone,
     LayerKit,
     Stem,
-    check_backbone_args,
-    make_kit,
+    registered_constructor,
     scaled_channels,
 )
 from cycl_bench.registry import BACKBONES
@@ -58,47 +57,18 @@ class TinyNet(Backbone):
 # Registered constructors
 
 
-def _tiny(binary: bool, **kwargs) -> TinyNet:
-    precision_mode = kwargs.pop("precision_mode")
-    check_backbone_args(**kwargs)
-    return TinyNet(make_kit(binary, precision_mode), **kwargs)
-
-
-@BACKBONES.register("tiny_bnn")
-def tiny_bnn(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    image_size: int = 32,
-    precision_mode: str = "cyclebnn",
-) -> TinyNet:
-    """Tiny binary CNN (3 switchable binary convs, 8-bit stem/classifier) for CPU smoke runs."""
-    return _tiny(
-        True,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        image_size=image_size,
-        precision_mode=precision_mode,
+BACKBONES.register("tiny_bnn")(
+    registered_constructor(
+        TinyNet,
+        binary=True,
+        doc="Tiny binary CNN (3 binary convs, 8-bit stem/classifier) for CPU smoke runs.",
     )
+)
 
-
-@BACKBONES.register("tiny_fp")
-def tiny_fp(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    image_size: int = 32,
-    precision_mode: str = "cyclebnn",
-) -> TinyNet:
-    """Float reference of tiny_bnn (same topology, float convs, ReLU)."""
-    return _tiny(
-        False,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        image_size=image_size,
-        precision_mode=precision_mode,
+BACKBONES.register("tiny_fp")(
+    registered_constructor(
+        TinyNet,
+        binary=False,
+        doc="Float reference of tiny_bnn (same topology, float convs, ReLU).",
     )
+)

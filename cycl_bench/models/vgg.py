@@ -14,8 +14,7 @@ from cycl_bench.models.common import (
     Backbone,
     LayerKit,
     Stem,
-    check_backbone_args,
-    make_kit,
+    registered_constructor,
     scaled_channels,
 )
 from cycl_bench.registry import BACKBONES
@@ -64,47 +63,18 @@ class VggSmall(Backbone):
 # Registered constructors
 
 
-def _vgg_small(binary: bool, **kwargs) -> VggSmall:
-    precision_mode = kwargs.pop("precision_mode")
-    check_backbone_args(**kwargs)
-    return VggSmall(make_kit(binary, precision_mode), **kwargs)
-
-
-@BACKBONES.register("vgg_small_bnn")
-def vgg_small_bnn(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    image_size: int = 32,
-    precision_mode: str = "cyclebnn",
-) -> VggSmall:
-    """CIFAR VGG-Small, five binary convs, 8-bit stem/classifier."""
-    return _vgg_small(
-        True,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        image_size=image_size,
-        precision_mode=precision_mode,
+BACKBONES.register("vgg_small_bnn")(
+    registered_constructor(
+        VggSmall,
+        binary=True,
+        doc="CIFAR VGG-Small, five binary convs, 8-bit stem/classifier.",
     )
+)
 
-
-@BACKBONES.register("vgg_small_fp")
-def vgg_small_fp(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    image_size: int = 32,
-    precision_mode: str = "cyclebnn",
-) -> VggSmall:
-    """Float reference of vgg_small_bnn (same topology, float convs, ReLU)."""
-    return _vgg_small(
-        False,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        image_size=image_size,
-        precision_mode=precision_mode,
+BACKBONES.register("vgg_small_fp")(
+    registered_constructor(
+        VggSmall,
+        binary=False,
+        doc="Float reference of vgg_small_bnn (same topology, float convs, ReLU).",
     )
+)
