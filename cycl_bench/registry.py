@@ -28,6 +28,10 @@ class Registry:
 
         return decorator
 
+    @property
+    def plural(self) -> str:
+        return self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
+
     def _load(self) -> None:
         importlib.import_module(self._module)
 

@@ -27,7 +27,7 @@ def test_list_shows_every_registered_name_and_the_shipped_experiments():
     done = cycl_bench("list")
     assert done.returncode == 0, done.stderr
     for registry in ALL:
-        assert f"{registry.kind}s:" in done.stdout
+        assert f"{registry.plural}:" in done.stdout
         for name in registry.names():
             assert f"  {name}" in done.stdout
     for experiment in ("core50_nc", "core50_ni", "split_cifar10", "split_cifar100"):

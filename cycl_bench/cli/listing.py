@@ -12,7 +12,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     for registry in ALL:
-        print(f"{registry.kind}s:")
+        print(f"{registry.plural}:")
         for name in registry.names():
             description = registry.describe(name)
             print(f"  {name:<22} {description}".rstrip())
