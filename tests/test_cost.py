@@ -138,9 +138,13 @@ def test_cost_profiling_leaves_batchnorm_statistics_untouched():
 
 # tiny_bnn at 3x16x16, by hand: stem 3->16 (16x16 out), convs 16->32 s2, 32->64 s2, 64->64,
 # classifier 64->4
-TINY_STEM = 16 * 16 * 16 * 3 * 9
-TINY_BINARY = [8 * 8 * 32 * 16 * 9, 4 * 4 * 64 * 32 * 9, 4 * 4 * 64 * 64 * 9]
-TINY_CLASSIFIER = 64 * 4
+# tiny_bnn on 16x16 images: 8-bit stem 3->32 at 16x16; binary 3x3 units 32->32 s2 (8x8),
+# 32->64 (8x8), 64->64 s2 (4x4), 64->128 (4x4); 8-bit 1x1 shortcut projections where the width
+# grows; 8-bit classifier 128->4
+TINY_STEM = 16 * 16 * 32 * 3 * 9
+TINY_BINARY = [8 * 8 * 32 * 32 * 9, 8 * 8 * 64 * 32 * 9, 4 * 4 * 64 * 64 * 9, 4 * 4 * 128 * 64 * 9]
+TINY_PROJECTIONS = [8 * 8 * 64 * 32, 4 * 4 * 128 * 64]
+TINY_CLASSIFIER = 128 * 4
 
 
 def tiny_bnn(mode: str):
@@ -150,18 +154,25 @@ def tiny_bnn(mode: str):
 
 
 def tiny_step_bitops(binary_bits: int, grad_bits: int) -> int:
-    """One sample: 8-bit stem (no input gradient) and classifier with float gradients."""
+    """One sample: 8-bit stem (no input gradient), 8-bit projections and classifier with float
+    gradients, binary convolutions at `binary_bits` with `grad_bits` gradients."""
     stem = TINY_STEM * (8 * 8 + 8 * 32)
-    classifier = TINY_CLASSIFIER * (8 * 8 + 2 * 8 * 32)
+    eight_bit = (sum(TINY_PROJECTIONS) + TINY_CLASSIFIER) * (8 * 8 + 2 * 8 * 32)
     b = binary_bits
-    return stem + classifier + sum(TINY_BINARY) * (b * b + 2 * b * grad_bits)
+    return stem + eight_bit + sum(TINY_BINARY) * (b * b + 2 * b * grad_bits)
 
 
 def test_real_binary_backbone_macs_match_the_hand_count():
     cost = TrainingCost(tiny_bnn("cyclebnn"), (3, 16, 16))
+    binary, projections = TINY_BINARY, TINY_PROJECTIONS
     assert [layer.macs_per_sample for layer in cost.layers] == [
         TINY_STEM,
-        *TINY_BINARY,
+        binary[0],
+        binary[1],
+        projections[0],
+        binary[2],
+        binary[3],
+        projections[1],
         TINY_CLASSIFIER,
     ]
 

@@ -61,8 +61,13 @@ def test_backbone_evaluates_at_one_bit(name):
     assert torch.isfinite(logits).all()
 
 
+def is_shortcut_projection(module: nn.Module) -> bool:
+    """A 1x1 convolution on a shortcut that widens the channels."""
+    return isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
+
+
 @pytest.mark.parametrize("name", BINARY)
-def test_stem_and_classifier_are_8_bit_and_everything_between_is_switchable(name):
+def test_stem_projections_and_classifier_are_8_bit_and_every_other_layer_is_switchable(name):
     model = build(name)
     assert get_precision(model) == (1, 1, 32)
     compute_layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -70,7 +75,26 @@ def test_stem_and_classifier_are_8_bit_and_everything_between_is_switchable(name
     assert stem is model.stem.conv and classifier is model.classifier
     assert layer_precision(stem) == LayerPrecision(8, 8, 32)
     assert layer_precision(classifier) == LayerPrecision(8, 8, 32)
-    assert between and all(isinstance(m, BinaryConv2d) for m in between)
+    switchable = [m for m in between if isinstance(m, BinaryConv2d)]
+    fixed = [m for m in between if not isinstance(m, BinaryConv2d)]
+    assert switchable
+    for layer in fixed:
+        assert is_shortcut_projection(layer)
+        assert layer_precision(layer) == LayerPrecision(8, 8, 32)
+
+
+@pytest.mark.parametrize("name", ["tiny_bnn", "resnet18_bnn"])
+def test_bi_real_units_add_an_unclipped_sum_to_a_real_shortcut(name):
+    """Nothing between a unit's sum and the next unit clips it (a Hardtanh would stop the
+    gradient of every saturated value): a large input comes out large."""
+    model = build(name)
+    model.eval()
+    unit = next(m for m in model.modules() if type(m).__name__ == "ResidualUnit")
+    channels = unit.conv.in_channels
+    x = torch.full((1, channels, 8, 8), 5.0)
+    with torch.no_grad():
+        out = unit(x)
+    assert out.abs().max() > 2.0
 
 
 @pytest.mark.parametrize("name", BINARY)
@@ -93,14 +117,16 @@ def test_binary_backbone_is_much_smaller_than_its_float_reference(name):
 
 
 def test_width_multiplier_scales_the_embedding():
-    assert build("tiny_bnn", width=2.0).classifier.in_features == 128
+    assert build("tiny_bnn", width=2.0).classifier.in_features == 256
     assert build("resnet18_bnn", width=0.25).classifier.in_features == 128
 
 
 def test_large_images_are_reduced_after_the_stem():
     model = build("tiny_bnn", image_size=128, in_channels=1)
     assert model(torch.randn(2, 1, 128, 128)).shape == (2, NUM_CLASSES)
-    assert model.stem(torch.randn(1, 1, 128, 128)).shape[-1] == 32
+    assert model.stem(torch.randn(1, 1, 128, 128)).shape[-1] == 16
+    resnet = build("resnet18_bnn", image_size=128, width=0.25)
+    assert resnet.stem(torch.randn(1, 3, 128, 128)).shape[-1] == 32
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from torch import nn
 from cycl_bench.models.common import (
     Backbone,
     LayerKit,
+    LearnableShift,
     Stem,
     registered_constructor,
     scaled_channels,
@@ -22,17 +23,6 @@ from cycl_bench.models.common import (
 from cycl_bench.registry import BACKBONES
 
 # Building blocks
-
-
-class LearnableShift(nn.Module):
-    """Adds a learned per-channel offset (the threshold of RSign, the shifts of RPReLU)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.shift = nn.Parameter(torch.zeros(1, channels, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.shift
 
 
 class RPReLU(nn.Module):

@@ -1,8 +1,9 @@
-"""resnet18_bnn / resnet18_fp: CIFAR-style ResNet-18 with binary convs and real-valued shortcuts.
+"""resnet18_bnn / resnet18_fp: CIFAR-style ResNet-18 built from Bi-Real residual units.
 
-Bi-Real style: every 3x3 convolution has its own shortcut, so the real-valued signal flows past
-each binary convolution. Shortcuts are parameter-free (average pooling and zero-padded channels),
-so every convolution between the 8-bit stem and classifier is switchable.
+Every 3x3 convolution has its own real-valued shortcut (`ResidualUnit`): in the binary network a
+learned threshold, the binary convolution and BatchNorm are added to the shortcut and nothing
+clips the sum, so the real-valued signal flows past each binary convolution; a stage that
+widens projects its shortcut with an 8-bit 1x1 convolution. The stem and classifier are 8-bit.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 from cycl_bench.models.common import (
     Backbone,
     LayerKit,
-    Shortcut,
+    ResidualUnit,
     Stem,
     registered_constructor,
     scaled_channels,
@@ -25,27 +26,13 @@ from cycl_bench.registry import BACKBONES
 # Building blocks
 
 
-class ConvUnit(nn.Module):
-    """conv -> BatchNorm, added to its own shortcut, then the activation."""
-
-    def __init__(self, kit: LayerKit, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        self.conv = kit.conv(in_channels, out_channels, 3, stride=stride)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.shortcut = Shortcut(in_channels, out_channels, stride)
-        self.act = kit.activation()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)) + self.shortcut(x))
-
-
 class BasicBlock(nn.Sequential):
     """Two 3x3 units; the first may downsample and widen."""
 
     def __init__(self, kit: LayerKit, in_channels: int, out_channels: int, stride: int):
         super().__init__(
-            ConvUnit(kit, in_channels, out_channels, stride),
-            ConvUnit(kit, out_channels, out_channels, 1),
+            ResidualUnit(kit, in_channels, out_channels, stride),
+            ResidualUnit(kit, out_channels, out_channels, 1),
         )
 
 
@@ -67,7 +54,7 @@ class ResNet(Backbone):
     ):
         super().__init__()
         base = scaled_channels(64, width)
-        self.stem = Stem(kit, in_channels, base, image_size)
+        self.stem = Stem(kit, in_channels, base, image_size, activation=nn.ReLU())
         stages = []
         channels = base
         for index, num_blocks in enumerate(blocks_per_stage):
@@ -91,7 +78,7 @@ BACKBONES.register("resnet18_bnn")(
     registered_constructor(
         partial(ResNet, blocks_per_stage=(2, 2, 2, 2)),
         binary=True,
-        doc="CIFAR-style ResNet-18, binary convs, real-valued shortcuts, 8-bit stem/classifier.",
+        doc="CIFAR-style Bi-Real ResNet-18: binary convs, real shortcuts, 8-bit stem/classifier.",
     )
 )
 
