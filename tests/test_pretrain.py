@@ -62,7 +62,7 @@ def stream() -> Stream:
 @pytest.fixture(scope="module")
 def cyclic_run(stream, tmp_path_factory):
     """One short cyclic-precision pretraining of tiny_bnn, shared by the tests that read it."""
-    config = PretrainConfig(epochs=4, batch_size=32)
+    config = PretrainConfig(epochs=4, batch_size=32, data="first_experience")
     cache_dir = tmp_path_factory.mktemp("cache")
     result = pretrain(
         config,
@@ -84,7 +84,7 @@ def test_config_defaults_follow_the_papers():
     assert (config.min_bits, config.max_bits, config.cycles) == (2, 6, 8)
     assert (config.eval_bits, config.grad_bits) == (1, 8)
     assert (config.lr, config.weight_decay) == (1e-3, 1e-5)
-    assert config.data == "first_experience"
+    assert config.data == "synthetic"  # a generic source separate from the stream
     assert config.closing_fraction == 0.0
 
 
@@ -156,7 +156,8 @@ def test_callback_sets_the_scheduled_bits_every_step_and_evaluates_at_one_bit(tm
     assert probe.training == expected
     assert {bits for _, bits in probe.training} >= {(2, 2, 8), (6, 6, 8)}
     assert {bits[:2] for bits in probe.validation} == {(1, 1)}
-    assert get_precision(backbone) == (1, 1, 8)  # left at the deployment precision
+    # left at the deployment precision; gradient quantization belongs to the schedule only
+    assert get_precision(backbone) == (1, 1, 32)
 
     with open(tmp_path / "metrics.csv") as file:
         rows = [row for row in csv.DictReader(file) if row["precision/weight_bits"]]
@@ -220,6 +221,7 @@ def test_a_second_identical_call_comes_from_the_cache(stream, cyclic_run, tmp_pa
 
 def test_a_changed_field_misses_the_cache(stream, tmp_path):
     def run(config):
+        config = config.model_copy(update={"data": "first_experience"})
         return pretrain(
             config,
             backbone="tiny_bnn",
@@ -322,7 +324,7 @@ def test_pretraining_on_another_benchmark_sizes_the_classifier_for_it(tmp_path):
 
 def test_a_float_reference_pretrains_and_keeps_float_precision(stream, tmp_path):
     result = pretrain(
-        PretrainConfig(epochs=2, batch_size=64),
+        PretrainConfig(epochs=2, batch_size=64, data="first_experience"),
         backbone="tiny_fp",
         stream=stream,
         seed=0,
@@ -333,3 +335,108 @@ def test_a_float_reference_pretrains_and_keeps_float_precision(stream, tmp_path)
     load_pretrained(model, result.checkpoint)
     assert get_precision(model) == (32, 32, 32)
     assert result.val_accuracy > 0.5
+
+
+# -- pretraining sources separate from the stream --------------------------------------------
+
+SMALL_CORPUS = dict(synthetic_categories=4, synthetic_objects_per_category=2)
+
+
+def test_synthetic_corpus_is_deterministic_and_balanced():
+    from cycl_bench.data.synthetic import pretraining_corpus
+
+    kwargs = dict(categories=3, objects_per_category=2, images_per_class=4, image_size=8)
+    images, labels = pretraining_corpus(0, **kwargs)
+    again, same_labels = pretraining_corpus(0, **kwargs)
+    other, _ = pretraining_corpus(1, **kwargs)
+    assert images.shape == (24, 3, 8, 8) and images.dtype == torch.uint8
+    assert torch.equal(images, again) and labels == same_labels
+    assert not torch.equal(images, other)
+    assert sorted(labels) == [c for c in range(6) for _ in range(4)]
+
+
+@pytest.fixture(scope="module")
+def corpus_run(stream, tmp_path_factory):
+    config = PretrainConfig(
+        epochs=20, batch_size=32, lr=3e-3, synthetic_images_per_class=24, **SMALL_CORPUS
+    )
+    cache_dir = tmp_path_factory.mktemp("corpus-cache")
+    result = pretrain(
+        config,
+        backbone="tiny_bnn",
+        stream=stream,
+        seed=0,
+        out_dir=tmp_path_factory.mktemp("corpus-out"),
+        cache_dir=cache_dir,
+    )
+    return config, cache_dir, result
+
+
+def test_a_binary_backbone_learns_the_synthetic_corpus_at_one_bit(corpus_run):
+    _, _, result = corpus_run
+    assert result.backbone_kwargs["num_classes"] == 8  # the corpus's classes, not the stream's
+    assert result.val_accuracy > 3 / 8  # three times chance, held-out images, 1-bit
+
+
+def test_a_corpus_backbone_is_reused_by_every_stream_of_its_image_size(corpus_run, tmp_path):
+    config, cache_dir, first = corpus_run
+    other_stream = prototype_stream(seed=1, train_per_class=30)
+    assert other_stream.protocol_hash != prototype_stream().protocol_hash
+    again = pretrain(
+        config,
+        backbone="tiny_bnn",
+        stream=other_stream,
+        seed=0,
+        out_dir=tmp_path,
+        cache_dir=cache_dir,
+    )
+    assert again.from_cache and again.checkpoint == first.checkpoint
+
+
+def write_image_folder(root, classes: int = 3, per_class: int = 6) -> None:
+    """`root/<class>/*.png`: each class a colour of its own plus noise."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for label in range(classes):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True)
+        colour = torch.rand(3, 1, 1, generator=generator)
+        for index in range(per_class):
+            pixels = (colour + 0.1 * torch.randn(3, 12, 12, generator=generator)).clamp(0, 1)
+            array = (pixels.permute(1, 2, 0) * 255).to(torch.uint8).numpy()
+            Image.fromarray(array).save(folder / f"{index}.png")
+
+
+@pytest.mark.parametrize("layout", ["imagenet", "flat"])
+def test_an_image_folder_is_a_pretraining_source(stream, tmp_path, layout):
+    root = tmp_path / "images"
+    if layout == "imagenet":  # PATH/train/<class>/*, PATH/val/<class>/*
+        write_image_folder(root / "train")
+        write_image_folder(root / "val", per_class=2)
+    else:  # PATH/<class>/*, a tenth held out
+        write_image_folder(root)
+    result = pretrain(
+        PretrainConfig(data=f"folder:{root}", epochs=1, batch_size=8),
+        backbone="tiny_bnn",
+        stream=stream,
+        seed=0,
+        out_dir=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+    )
+    assert result.backbone_kwargs["num_classes"] == 3
+    record = json.loads((result.checkpoint.parent / "pretrain.json").read_text())
+    assert record["key_inputs"]["data"]["path"] == str(root.resolve())
+    assert f"image folder {root}" in record["data"]
+
+
+def test_a_missing_pretraining_folder_is_a_user_error(stream, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        pretrain(
+            PretrainConfig(data=f"folder:{tmp_path / 'nowhere'}"),
+            backbone="tiny_bnn",
+            stream=stream,
+            seed=0,
+            out_dir=tmp_path / "out",
+            cache_dir=tmp_path / "cache",
+        )

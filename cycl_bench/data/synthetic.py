@@ -188,6 +188,39 @@ def core50_like(
     )
 
 
+CORPUS_STREAM = 7919  # the corpus's random stream: no benchmark generator draws from it
+CORPUS_CHUNK = 256  # images rendered at once (bounds the memory at large image sizes)
+
+
+def pretraining_corpus(
+    seed: int,
+    *,
+    categories: int,
+    objects_per_category: int,
+    images_per_class: int,
+    image_size: int,
+) -> tuple[torch.Tensor, list[int]]:
+    """A generic pretraining source: `categories * objects_per_category` object classes of
+    their own (drawn from a random stream that no benchmark uses, so none is a stream object),
+    each image under its own scene condition, as the photos of a large generic dataset vary.
+    Returns uint8 (N, 3, S, S) images and their class labels, classes interleaved."""
+    rng = np.random.default_rng([seed, CORPUS_STREAM])
+    objects = draw_objects(rng, categories, objects_per_category)
+    labels = np.tile(np.arange(categories * objects_per_category), images_per_class)
+    conditions = draw_conditions(rng, len(labels))
+    chunks = [
+        render(
+            rng,
+            objects,
+            labels[start : start + CORPUS_CHUNK],
+            conditions.take(np.arange(start, min(start + CORPUS_CHUNK, len(labels)))),
+            image_size,
+        )
+        for start in range(0, len(labels), CORPUS_CHUNK)
+    ]
+    return torch.cat(chunks), labels.tolist()
+
+
 def cifar_like(
     seed: int, *, num_classes: int, train_per_class: int, test_per_class: int, image_size: int
 ) -> tuple[torch.Tensor, list[int], torch.Tensor, list[int]]:

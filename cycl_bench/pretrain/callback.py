@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 
 from cycl_bench.pretrain.config import PretrainConfig
 from cycl_bench.quant.cost import TrainingCost
+from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS
 from cycl_bench.quant.precision import get_precision, set_precision, switchable_layers
 from cycl_bench.quant.schedules import ConstantSchedule, CosineCycleSchedule, Schedule
 
@@ -86,8 +87,14 @@ class CyclicPrecision(pl.Callback):
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        """Leave the model at the deployment precision, the one that gets saved."""
-        set_precision(pl_module.backbone, weight_bits=self.eval_bits, act_bits=self.eval_bits)
+        """Leave the model at the deployment precision, the one that gets saved, with float
+        gradients: the gradient quantization belongs to this schedule, not to the model."""
+        set_precision(
+            pl_module.backbone,
+            weight_bits=self.eval_bits,
+            act_bits=self.eval_bits,
+            grad_bits=FLOAT_GRAD_BITS,
+        )
 
     def _evaluate_at_deployment_precision(self, pl_module) -> None:
         self._training_precision = get_precision(pl_module.backbone)

@@ -41,8 +41,13 @@ class PretrainConfig(BaseModel):
     batch_size: int = 50
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    data: str = "first_experience"
-    """'first_experience' of the stream, or the name of a benchmark whose training data to use."""
+    data: str = "synthetic"
+    """The pretraining source, separate from the stream: 'synthetic' (a procedural corpus of
+    object classes of its own), 'folder:PATH' (e.g. ImageNet), a benchmark name, or
+    'first_experience' (the stream's own first experience; pretrain/data.py)."""
+    synthetic_categories: int = 20
+    synthetic_objects_per_category: int = 5
+    synthetic_images_per_class: int = 40
     num_workers: int = 0
 
     @field_validator("min_bits", "max_bits", "eval_bits")
@@ -67,7 +72,14 @@ class PretrainConfig(BaseModel):
             )
         return bits
 
-    @field_validator("cycles", "epochs", "batch_size")
+    @field_validator(
+        "cycles",
+        "epochs",
+        "batch_size",
+        "synthetic_categories",
+        "synthetic_objects_per_category",
+        "synthetic_images_per_class",
+    )
     @classmethod
     def _positive(cls, value: int, info) -> int:
         if value < 1:

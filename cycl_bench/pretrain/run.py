@@ -87,7 +87,8 @@ def pretrain(
     backbone_options: dict[str, Any] | None = None,
     data_root: Path | None = None,
 ) -> PretrainResult:
-    """Pretrain `backbone` on the stream's pretraining data, or reuse the cached identical run.
+    """Pretrain `backbone` on `config.data` at the stream's image size, or reuse the cached
+    identical run (a source separate from the stream is shared by every stream of that size).
 
     The checkpoint stays in `cache_dir`; the metrics CSV and the schedule PNG are copied to
     `out_dir`.
@@ -101,7 +102,7 @@ def pretrain(
         "config": config.cache_fields(),
         "backbone": backbone,
         "backbone_kwargs": kwargs,
-        "protocol_hash": stream.protocol_hash,
+        "data": data.identity,
         "seed": seed,
         "fast": fast,
     }
