@@ -184,16 +184,23 @@ def check_strategies(config: ExperimentConfig, only: list[str] | None) -> list[s
     return entries
 
 
-def check_parameters(config: ExperimentConfig, entries: list[str], stream, backbone_kwargs):
+def check_parameters(
+    config: ExperimentConfig, entries: list[str], stream, backbone_kwargs
+) -> dict[str, tuple[int, int, int]]:
     """Build every strategy once on a throwaway model, so a bad parameter stops the run before
-    any training rather than after the strategies before it."""
+    any training rather than after the strategies before it. Returns the (weight, activation,
+    gradient) bits each entry reports it trains with (`ContinualStrategy.precision`)."""
     from cycl_bench.evaluation.loop import build_model
     from cycl_bench.strategies import build_strategy
 
+    bits = {}
     for entry in entries:
         name, params = config.strategy_of(entry)
-        model = build_model(stream, config.backbone.name, backbone_kwargs, None)
-        build_strategy(name, model=model, params=params, device="cpu")
+        model = build_model(
+            stream, config.backbone.name, backbone_kwargs, None, config.pretrain.eval_bits
+        )
+        bits[entry] = build_strategy(name, model=model, params=params, device="cpu").precision()
+    return bits
 
 
 def run(
@@ -212,14 +219,13 @@ def run(
     entries = check_strategies(config, strategies)
     stream = build_stream(config)
     echo(_describe_stream(stream))
-    check_parameters(config, entries, stream, _backbone_kwargs(config, stream))
+    bits = check_parameters(config, entries, stream, _backbone_kwargs(config, stream))
     checkpoint, backbone_kwargs, schedule_png = _pretrain(config, stream, run_dir, cache_dir, echo)
-    bits = deployed_bits(config.backbone.name, stream, backbone_kwargs)
     env = environment()
     outcome = RunOutcome(run_dir=run_dir)
     total, done = len(entries) * len(config.seeds), 0
     for entry in entries:
-        method = method_info(config, entry, bits)
+        method = method_info(config, entry, bits[entry])
         finished = finished_seeds(run_dir, entry)
         per_seed: list[SeedResult] = []
         for seed in config.seeds:
@@ -246,6 +252,7 @@ def run(
                     checkpoint=checkpoint,
                     seed=seed,
                     device=config.device,
+                    eval_bits=config.pretrain.eval_bits,
                     on_experience=_experience_logger(session, stream.test_sizes),
                 )
                 per_seed.append(seed_result)
@@ -264,17 +271,9 @@ def run(
     return outcome
 
 
-def deployed_bits(backbone: str, stream: Stream, backbone_kwargs: dict) -> tuple[int, int]:
-    """(weight, activation) bits the backbone is evaluated at (1 for binary, 32 for float)."""
-    from cycl_bench.evaluation.loop import build_model
-    from cycl_bench.quant.precision import get_precision
-
-    weight_bits, act_bits, _ = get_precision(build_model(stream, backbone, backbone_kwargs, None))
-    return weight_bits, act_bits
-
-
-def method_info(config: ExperimentConfig, entry: str, bits: tuple[int, int]) -> MethodInfo:
-    """The strategy entry with every parameter resolved (defaults filled in)."""
+def method_info(config: ExperimentConfig, entry: str, bits: tuple[int, int, int]) -> MethodInfo:
+    """The strategy entry with every parameter resolved (defaults filled in) and the
+    (weight, activation, gradient) bits it reports training and evaluating with."""
     from cycl_bench.strategies import strategy_defaults
 
     name, params = config.strategy_of(entry)
@@ -285,7 +284,7 @@ def method_info(config: ExperimentConfig, entry: str, bits: tuple[int, int]) -> 
         backbone=config.backbone.name,
         weight_bits=bits[0],
         activation_bits=bits[1],
-        gradient_bits=int(resolved.get("grad_bits", 32)),
+        gradient_bits=bits[2],
         pretraining=pretraining_info(config),
     )
 

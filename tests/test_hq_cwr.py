@@ -1,5 +1,5 @@
-"""Hybrid-quantized CWR*: the fixed-point head update, calibration, consolidation, and the
-grad_bits=32 path against Avalanche's own CWRStar."""
+"""The CWR* head: the fixed-point head update, calibration, consolidation with rows on one
+scale, and the float path against Avalanche's own CWRStar."""
 
 import math
 import random
@@ -18,7 +18,12 @@ from cycl_bench.evaluation.results import seed_metrics
 from cycl_bench.quant.gradquant import quantize_fixed_point
 from cycl_bench.strategies import build_strategy
 from cycl_bench.strategies.hq_cwr import HeadScales, hybrid_head_update, unit_step
-from cycl_bench.strategies.protocol import ExperienceProtocol, TrainingProtocol, quiet_evaluator
+from cycl_bench.strategies.protocol import (
+    BatchNormRecalibration,
+    ExperienceProtocol,
+    TrainingProtocol,
+    quiet_evaluator,
+)
 
 SCALES = HeadScales(features=2.0**-6, weights=2.0**-7, stored=2.0**-15)
 
@@ -151,7 +156,7 @@ def tiny_stream(seed: int = 0, classes: int = 6, per_class: int = 40, size: int 
     )
 
 
-PROTOCOL = {"first_epochs": 2, "epochs": 2, "batch_size": 20, "lr": 0.05}
+PROTOCOL = {"first_epochs": 2, "epochs": 2, "batch_size": 20, "lr": 0.05, "min_steps": 0}
 
 
 def fresh_model(stream, seed=0):
@@ -168,34 +173,66 @@ def train_and_score(stream, strategy) -> tuple[list[list[float]], nn.Module]:
     return matrix, strategy.model
 
 
-def test_float_head_reproduces_avalanche_cwr_star():
+@pytest.fixture(scope="module")
+def avalanche_cwr_star():
+    """Avalanche's own CWRStar on the tiny stream, with the suite's protocol plugins."""
     stream = tiny_stream()
     model = fresh_model(stream)
-    protocol = TrainingProtocol(optimizer="sgd", **PROTOCOL)
+    protocol = TrainingProtocol(first_optimizer="sgd", optimizer="sgd", **PROTOCOL)
     reference = CWRStar(
         model=model,
-        optimizer=torch.optim.Adam(model.parameters(), lr=protocol.first_lr),
+        optimizer=torch.optim.SGD(model.parameters(), lr=protocol.first_lr),
         criterion=nn.CrossEntropyLoss(),
         cwr_layer_name="classifier",
         train_mb_size=protocol.batch_size,
         train_epochs=protocol.first_epochs,
-        plugins=[ExperienceProtocol(protocol)],
+        plugins=[ExperienceProtocol(protocol), BatchNormRecalibration()],
         evaluator=quiet_evaluator(),
     )
-    reference_matrix, reference_model = train_and_score(stream, reference)
+    matrix, model = train_and_score(stream, reference)
+    return stream, matrix, model
 
+
+def train_ours(stream, **params):
     model = fresh_model(stream)
     ours = build_strategy(
-        "hq_cwr_star",
-        model=model,
-        params={"grad_bits": 32, "latent_cache": False, **PROTOCOL},
+        "cwr_star", model=model, params={"latent_cache": False, **PROTOCOL, **params}
     )
-    matrix, model = train_and_score(stream, ours.template)
+    return train_and_score(stream, ours.template)
 
+
+def test_float_head_without_rescaling_reproduces_avalanche_cwr_star(avalanche_cwr_star):
+    stream, reference_matrix, reference_model = avalanche_cwr_star
+    matrix, model = train_ours(stream, equal_row_norms=False)
     sizes = stream.test_sizes
     final, reference_final = seed_metrics(matrix, sizes), seed_metrics(reference_matrix, sizes)
     assert final["final_accuracy"] == pytest.approx(reference_final["final_accuracy"], abs=1e-6)
     assert torch.allclose(model.classifier.weight, reference_model.classifier.weight, atol=1e-6)
+
+
+def test_rows_are_avalanches_rescaled_to_the_first_experiences_mean_norm(avalanche_cwr_star):
+    """On a class-incremental stream every experience learns its rows from zero on the same
+    frozen backbone, so equalizing the norms changes the lengths of Avalanche's rows only."""
+    stream, _, reference_model = avalanche_cwr_star
+    _, model = train_ours(stream, equal_row_norms=True)
+    reference = reference_model.classifier.weight.detach()
+    first = stream.classes_per_experience[0]
+    target_norm = reference[first].norm(dim=1).mean()
+    expected = reference * (target_norm / reference.norm(dim=1, keepdim=True))
+    assert torch.allclose(model.classifier.weight, expected, atol=1e-5)
+    norms = model.classifier.weight.norm(dim=1)
+    assert torch.allclose(norms, norms[0].expand_as(norms), rtol=1e-5)
+
+
+def test_hybrid_head_at_32_bits_is_cwr_star(avalanche_cwr_star):
+    stream = avalanche_cwr_star[0]
+    _, cwr = train_ours(stream)
+    model = fresh_model(stream)
+    built = build_strategy(
+        "hq_cwr_star", model=model, params={"grad_bits": 32, "latent_cache": False, **PROTOCOL}
+    )
+    _, hq = train_and_score(stream, built.template)
+    assert torch.equal(cwr.classifier.weight, hq.classifier.weight)
 
 
 def test_consolidated_rows_are_stored_on_the_grad_bits_grid():

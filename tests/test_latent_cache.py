@@ -10,7 +10,7 @@ from cycl_bench.registry import BENCHMARKS
 from cycl_bench.strategies import build_strategy
 from cycl_bench.strategies.latent_cache import FeatureCodec
 
-PROTOCOL = {"first_epochs": 1, "epochs": 2, "batch_size": 16, "lr": 0.05}
+PROTOCOL = {"first_epochs": 1, "epochs": 2, "batch_size": 16, "lr": 0.05, "min_steps": 0}
 
 
 @pytest.fixture(scope="module")

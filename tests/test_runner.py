@@ -26,6 +26,10 @@ SMALL = [
     "benchmark.options.synthetic.image_size=16",
     "strategy.*.first_epochs=1",
     "strategy.*.epochs=1",
+    "strategy.*.min_steps=0",
+    "pretrain.epochs=1",
+    "pretrain.synthetic_categories=4",
+    "pretrain.synthetic_images_per_class=4",
 ]
 
 
@@ -77,6 +81,16 @@ def test_results_files_are_complete_and_self_consistent(shared_run):
     assert results.config["strategy_entry"] == "cwr_star"
     assert results.per_seed[0].train_bitops > 0
     assert 0 < results.per_seed[0].bitops_reduction_vs_fp32 < 1
+
+
+def test_results_record_the_precision_that_ran(shared_run):
+    """Pretraining quantizes gradients to 8 bits; the continual stage trains with float
+    gradients, and the results say so (from the model, not from a parameter)."""
+    config = runner.load_run(shared_run)
+    assert config.pretrain.grad_bits == 8
+    for entry in ("naive", "cwr_star"):
+        method = load_results(shared_run / "results" / f"{entry}.json").method
+        assert (method.weight_bits, method.activation_bits, method.gradient_bits) == (1, 1, 32)
 
 
 def test_the_resolved_config_reloads_to_the_same_config(shared_run):

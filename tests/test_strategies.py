@@ -11,7 +11,7 @@ from cycl_bench.registry import BENCHMARKS, STRATEGIES
 from cycl_bench.strategies import build_strategy, strategy_defaults
 
 PAPER_STRATEGIES = ["cumulative", "cwr_star", "ewc", "hq_cwr_star", "lwf", "naive", "replay"]
-SHORT = {"first_epochs": 1, "epochs": 1, "batch_size": 16}
+SHORT = {"first_epochs": 1, "epochs": 1, "batch_size": 16, "min_steps": 0}
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +66,12 @@ def test_every_strategy_trains_two_experiences(stream, name):
 def test_defaults_follow_the_on_device_cl_protocol():
     cwr = strategy_defaults("cwr_star")
     expected = {"first_lr": 0.0025, "lr": 0.0025, "batch_size": 50, "first_epochs": 10}
-    expected["first_optimizer"] = "adam"
-    assert cwr.items() >= {**expected, "optimizer": "sgd", "epochs": 5}.items()
-    assert strategy_defaults("naive").items() >= {**expected, "optimizer": "adam"}.items()
+    expected |= {"epochs": 5, "min_steps": 50, "momentum": 0.0}
+    # CWR* as its authors ran it: one plain SGD for every experience
+    assert cwr.items() >= {**expected, "first_optimizer": "sgd", "optimizer": "sgd"}.items()
+    assert cwr["equal_row_norms"] is True
+    naive = strategy_defaults("naive")
+    assert naive.items() >= {**expected, "first_optimizer": "adam", "optimizer": "adam"}.items()
     hybrid = strategy_defaults("hq_cwr_star")
     assert hybrid["grad_bits"] == 16 and hybrid["head_bits"] == 8
     assert hybrid["rounding"] == "stochastic" and hybrid["latent_cache"] is True
@@ -117,22 +120,51 @@ def test_cwr_needs_a_bias_free_head_named_classifier(name):
         build_strategy(name, model=biased, params={})
 
 
-def test_first_experience_adam_then_fresh_sgd_on_a_frozen_backbone(stream):
+def test_cwr_trains_the_whole_network_first_then_a_fresh_sgd_on_a_frozen_backbone(stream):
     model = fresh_model(stream)
-    built = build_strategy(
-        "cwr_star", model=model, params={"first_epochs": 2, "epochs": 3, "batch_size": 16}
-    )
+    params = {"first_epochs": 2, "epochs": 3, "batch_size": 16, "min_steps": 0}
+    built = build_strategy("cwr_star", model=model, params=params)
     recorder = Recorder()
     built.template.plugins.append(recorder)
     for experience in stream.train_stream[:3]:
         built.train(experience)
     first, *later = recorder.experiences
-    assert first["optimizer"] == "Adam" and first["epochs"] == 2
+    assert first["optimizer"] == "SGD" and first["epochs"] == 2
     assert first["bn_training"] and first["stem_trainable"]
     for record in later:
         assert record["optimizer"] == "SGD" and record["epochs"] == 3
         assert record["lr"] == 0.0025 and record["optimizer_state"] == 0
         assert not record["bn_training"] and not record["stem_trainable"]
+
+
+def test_small_experiences_train_more_epochs_to_reach_min_steps(stream):
+    # experience 0 holds 10 objects x 1 image x 8 sessions = 80 images: 5 batches of 16;
+    # the later ones 40 images: 3 batches
+    model = fresh_model(stream)
+    params = {"first_epochs": 1, "epochs": 1, "batch_size": 16, "min_steps": 12}
+    built = build_strategy("naive", model=model, params=params)
+    recorder = Recorder()
+    built.template.plugins.append(recorder)
+    for experience in stream.train_stream[:2]:
+        built.train(experience)
+    assert [r["epochs"] for r in recorder.experiences] == [3, 4]  # ceil(12/5), ceil(12/3)
+
+
+def test_batchnorm_statistics_are_recomputed_over_the_experience_after_training(stream):
+    model = fresh_model(stream)
+    built = build_strategy("naive", model=model, params=SHORT)
+    experience = stream.train_stream[0]
+    built.train(experience)
+    inputs = []
+    hook = model.stem.bn.register_forward_hook(lambda module, args, out: inputs.append(args[0]))
+    model.eval()
+    with torch.no_grad():
+        model(torch.stack([experience.dataset[i][0] for i in range(len(experience.dataset))]))
+    hook.remove()
+    # 80 images in 5 full batches: the average of the batch means is the mean of every input
+    expected = inputs[0].mean(dim=(0, 2, 3))
+    assert torch.allclose(model.stem.bn.running_mean, expected, atol=1e-4)
+    assert model.stem.bn.momentum == 0.1  # the pass leaves the layer as it found it
 
 
 def test_whole_network_strategies_keep_training_the_backbone(stream):

@@ -6,7 +6,8 @@ misses:
 - head-only steps on the latent cache: the head's forward and weight gradient only;
 - the cache encoding (and the hybrid head's calibration pass): one forward of the backbone;
 - LwF's teacher forward on every step after the first experience; EWC's importance pass
-  (a forward and backward over the experience) after each experience;
+  (a forward and backward over the experience) after each experience; the BatchNorm
+  recalibration pass (a forward over the experience's batches);
 - the hybrid-quantized head after the first experience: its update runs at
   head_bits x head_bits forward and head_bits x grad_bits weight gradient.
 The FP32 reference prices the same work at 32 bits everywhere.
@@ -20,6 +21,7 @@ from torch import nn
 from cycl_bench.quant.cost import FLOAT_BITS, LayerProfile, TrainingCost, step_bitops
 from cycl_bench.quant.precision import layer_precision
 from cycl_bench.strategies.base import ContinualStrategy
+from cycl_bench.strategies.protocol import BatchNormRecalibration
 
 
 class TrainingCostMeter(SupervisedPlugin):
@@ -92,6 +94,9 @@ class TrainingCostMeter(SupervisedPlugin):
             self._forward_only(samples, include_head=True)
 
     def after_training_exp(self, strategy, **kwargs):
+        for plugin in strategy.plugins:
+            if isinstance(plugin, BatchNormRecalibration) and plugin.samples:
+                self._forward_only(plugin.samples, include_head=True)
         cache = self.strategy.latent_cache
         if cache is not None and cache.encoded_samples:
             self._forward_only(cache.encoded_samples, include_head=False)

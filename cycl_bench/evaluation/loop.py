@@ -1,11 +1,13 @@
 """One (strategy, seed) run over a stream: train experience by experience, evaluate, measure.
 
 After each training experience the model is evaluated on every test view of the stream at its
-deployed precision (1-bit weights and activations on binary backbones), giving row i of the
-accuracy matrix A[i][j]. Final accuracy, forgetting and BWT come from `results.seed_metrics`.
-Costs per experience: wall-clock training time, peak memory (RSS on CPU, the allocator's peak
-on CUDA), training BitOPs (`TrainingCostMeter`). Seeding goes through Avalanche's RNG manager
-(torch, numpy, random): the same seed on CPU gives identical metrics.
+deployed precision (`eval_bits`, the pretraining's: 1-bit weights and activations on binary
+backbones), giving row i of the accuracy matrix A[i][j]. The continual stage trains with float
+gradients whatever the pretraining schedule used (only the hybrid head quantizes its update).
+Final accuracy, forgetting and BWT come from `results.seed_metrics`. Costs per experience:
+wall-clock training time, peak memory (RSS on CPU, the allocator's peak on CUDA), training
+BitOPs (`TrainingCostMeter`). Seeding goes through Avalanche's RNG manager (torch, numpy,
+random): the same seed on CPU gives identical metrics.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from cycl_bench.data.base import Stream
 from cycl_bench.evaluation.costs import TrainingCostMeter
 from cycl_bench.evaluation.resources import peak_memory_mb, reset_peak_memory
 from cycl_bench.evaluation.results import ExperienceCost, SeedResult, seed_metrics
+from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS
 from cycl_bench.quant.precision import model_size_bytes, precision, set_precision
 from cycl_bench.registry import BACKBONES
 from cycl_bench.strategies import build_strategy
-from cycl_bench.strategies.latent_cache import cpu_rng_untouched
+from cycl_bench.strategies.latent_cache import FeatureCodec, cpu_rng_untouched, encode_dataset
 
 DEPLOYED_BITS = 1
+"""Default deployment precision (weights and activations), as `PretrainConfig.eval_bits`."""
 EVAL_BATCH_SIZE = 256
 ExperienceCallback = Callable[[int, dict[str, Any]], None]
 
@@ -41,17 +45,29 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(
-    stream: Stream, backbone: str, backbone_kwargs: dict[str, Any], checkpoint: Path | None
+    stream: Stream,
+    backbone: str,
+    backbone_kwargs: dict[str, Any],
+    checkpoint: Path | None,
+    eval_bits: int = DEPLOYED_BITS,
 ) -> nn.Module:
-    """A fresh backbone sized for the stream, pretrained weights loaded, at deployed precision."""
+    """A fresh backbone sized for the stream, pretrained weights loaded, at the deployed
+    precision with float gradients. A head the checkpoint does not provide (pretrained on other
+    classes, or no checkpoint) starts at zero for every strategy, as CWR* starts its rows: every
+    class starts from the same logit, whatever the strategy."""
     channels, height, _ = stream.image_shape
     kwargs = {"num_classes": stream.num_classes, "in_channels": channels, "image_size": height}
     model = BACKBONES.build(backbone, **{**kwargs, **backbone_kwargs})
+    head_loaded = False
     if checkpoint is not None:
         from cycl_bench.pretrain.run import load_pretrained
 
-        load_pretrained(model, Path(checkpoint))
-    set_precision(model, weight_bits=DEPLOYED_BITS, act_bits=DEPLOYED_BITS)
+        skipped = load_pretrained(model, Path(checkpoint))
+        head_loaded = not any(name.startswith("classifier.") for name in skipped)
+    if not head_loaded:
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+    set_precision(model, weight_bits=eval_bits, act_bits=eval_bits, grad_bits=FLOAT_GRAD_BITS)
     return model
 
 
@@ -66,20 +82,46 @@ def view_accuracy(model: nn.Module, view, device="cpu", batch_size: int = EVAL_B
     return correct / total
 
 
-def accuracy_row(model: nn.Module, views, device="cpu") -> list[float]:
+def accuracy_row(
+    model: nn.Module, views, device="cpu", eval_bits: int = DEPLOYED_BITS
+) -> list[float]:
     """Accuracy on every test view at the deployed precision, in eval mode, without moving the
     training RNG."""
     modes = {name: module.training for name, module in model.named_modules()}
     model.eval()
     try:
-        with (
-            cpu_rng_untouched(),
-            precision(model, weight_bits=DEPLOYED_BITS, act_bits=DEPLOYED_BITS),
-        ):
+        with cpu_rng_untouched(), precision(model, weight_bits=eval_bits, act_bits=eval_bits):
             return [view_accuracy(model, view, device) for view in views]
     finally:
         for name, module in model.named_modules():
             module.train(modes[name])
+
+
+@torch.no_grad()
+def head_accuracy_row(model: nn.Module, encoded_views) -> list[float]:
+    """`accuracy_row` from each view's (features, targets), computed by `encode_views`: the
+    head alone, for a backbone that no longer changes."""
+    head_mode = model.classifier.training
+    model.classifier.eval()
+    try:
+        return [
+            int((model.classifier(features).argmax(dim=1) == targets).sum()) / len(targets)
+            for features, targets in encoded_views
+        ]
+    finally:
+        model.classifier.train(head_mode)
+
+
+def encode_views(model: nn.Module, views, device="cpu", eval_bits: int = DEPLOYED_BITS):
+    """(features, targets) of every test view at the deployed precision, in eval mode."""
+    with precision(model, weight_bits=eval_bits, act_bits=eval_bits):
+        return [
+            (
+                encode_dataset(model, view, FeatureCodec(), device, EVAL_BATCH_SIZE).to(device),
+                torch.as_tensor([int(item[1]) for item in view], device=device),
+            )
+            for view in views
+        ]
 
 
 def run_strategy(
@@ -92,15 +134,17 @@ def run_strategy(
     checkpoint: Path | None,
     seed: int,
     device="cpu",
+    eval_bits: int = DEPLOYED_BITS,
     on_experience: ExperienceCallback | None = None,
 ) -> SeedResult:
     """Train `strategy` on `stream` from a fresh backbone and return the seed's results.
 
     `on_experience(index, info)` is called after each experience with its accuracy row, its
-    costs, and (for cached strategies) the latent cache's size.
+    costs, and (for cached strategies) the latent cache's size. When only the head trains after
+    the first experience, the test views are encoded once and later rows are head-only passes.
     """
     seed_everything(seed)
-    model = build_model(stream, backbone, backbone_kwargs, checkpoint).to(device)
+    model = build_model(stream, backbone, backbone_kwargs, checkpoint, eval_bits).to(device)
     built = build_strategy(
         strategy,
         model=model,
@@ -110,9 +154,11 @@ def run_strategy(
     )
     meter = TrainingCostMeter(built, stream.image_shape)
     built.template.plugins.append(meter)
+    bits = built.precision()
 
     matrix: list[list[float]] = []
     per_experience: list[ExperienceCost] = []
+    encoded_views = None
     for index, experience in enumerate(stream.train_stream):
         bitops_before = meter.total_bitops
         reset_peak_memory(device)
@@ -120,7 +166,15 @@ def run_strategy(
         built.train(experience)
         train_time = time.perf_counter() - started
         peaks = peak_memory_mb(device)
-        row = accuracy_row(model, stream.test_views, device)
+        if built.precision() != bits:
+            raise RuntimeError(f"{strategy} changed the precision {bits} to {built.precision()}")
+        if built.frozen_backbone and index > 0:
+            if encoded_views is None:
+                with cpu_rng_untouched():
+                    encoded_views = encode_views(model, stream.test_views, device, eval_bits)
+            row = head_accuracy_row(model, encoded_views)
+        else:
+            row = accuracy_row(model, stream.test_views, device, eval_bits)
         matrix.append(row)
         cost = ExperienceCost(
             train_time_s=train_time,

@@ -17,6 +17,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
 from cycl_bench.errors import UserError, suggest
+from cycl_bench.quant.precision import get_precision
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.latent_cache import LatentCache
 from cycl_bench.strategies.protocol import TrainingProtocol
@@ -52,8 +53,18 @@ class ContinualStrategy:
     head_name: str | None = None
     head_precision: HeadPrecision | None = None
     latent_cache: LatentCache | None = None
+    frozen_backbone: bool = False
+    """True when only the head trains after the first experience (its features stay fixed)."""
     extra_cost: ExtraCost | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def precision(self) -> tuple[int, int, int]:
+        """(weight, activation, gradient) bits this strategy trains and evaluates with, as the
+        model reports them; the gradient bits of a fixed-point head update are its own."""
+        weight_bits, act_bits, grad_bits = get_precision(self.model)
+        if self.head_precision is not None:
+            grad_bits = self.head_precision.grad_bits
+        return weight_bits, act_bits, grad_bits
 
     def train(self, experience) -> None:
         """Train on one experience (no evaluation inside Avalanche: the loop evaluates).

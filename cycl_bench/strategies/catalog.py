@@ -1,14 +1,16 @@
-"""The registered strategies: Avalanche's, plus the hybrid-quantized CWR*.
+"""The registered strategies: Avalanche's, plus the CWR* family.
 
 Each factory builds a real `avalanche.training` strategy with the run's training protocol
 (`ExperienceProtocol`) and a quiet evaluator, and returns it as a `ContinualStrategy`.
-Whole-network strategies keep Adam after the first experience; the CWR* family switches to
-plain SGD for its head-only updates, as in the on-device CL papers.
+Whole-network strategies train with Adam. The CWR* family (`cwr_star`, `hq_cwr_star`) is
+Avalanche's supervised template with one head plugin (`CWRStarHeadPlugin`): plain SGD for every
+experience, as CWR*'s authors ran it, the whole network on the first experience and the head only
+afterwards; `hq_cwr_star` differs from `cwr_star` only in its fixed-point head update.
 """
 
 from __future__ import annotations
 
-from avalanche.training import EWC, Cumulative, CWRStar, LwF, Naive, Replay
+from avalanche.training import EWC, Cumulative, LwF, Naive, Replay
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
@@ -16,9 +18,10 @@ from cycl_bench.errors import UserError
 from cycl_bench.quant.gradquant import ROUNDING_MODES, check_grad_bits
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.base import HEAD_LAYER, ContinualStrategy, HeadPrecision, head_layer
-from cycl_bench.strategies.hq_cwr import HybridQuantizedCWRStarPlugin
-from cycl_bench.strategies.latent_cache import FeatureCodec, LatentCache, LatentCacheForward
+from cycl_bench.strategies.hq_cwr import CWRStarHeadPlugin
+from cycl_bench.strategies.latent_cache import LatentCache, LatentCacheForward
 from cycl_bench.strategies.protocol import (
+    BatchNormRecalibration,
     ExperienceProtocol,
     TrainingProtocol,
     make_optimizer,
@@ -26,7 +29,9 @@ from cycl_bench.strategies.protocol import (
 )
 
 WHOLE_NETWORK = TrainingProtocol(optimizer="adam")
-HEAD_ONLY = TrainingProtocol(optimizer="sgd")
+# CWR* as its authors ran it: one optimizer for every experience, so the head rows of the first
+# experience and of the later ones are learned by the same rule and end on the same scale
+HEAD_ONLY = TrainingProtocol(first_optimizer="sgd", optimizer="sgd")
 EVAL_BATCH_SIZE = 256
 
 
@@ -41,7 +46,7 @@ def _template_arguments(model, protocol: TrainingProtocol, device, plugins=()) -
         "train_epochs": protocol.first_epochs,
         "eval_mb_size": EVAL_BATCH_SIZE,
         "device": device,
-        "plugins": [ExperienceProtocol(protocol), *plugins],
+        "plugins": [ExperienceProtocol(protocol), BatchNormRecalibration(), *plugins],
         "evaluator": quiet_evaluator(),
         "eval_every": -1,
     }
@@ -119,12 +124,9 @@ def lwf(
 # -- the CWR* family ---------------------------------------------------------------------------
 
 
-class CachedCWRStar(LatentCacheForward, CWRStar):
-    """Avalanche's CWRStar; with a latent cache, head-only epochs run on cached features."""
-
-
-class HybridQuantizedCWRStar(LatentCacheForward, SupervisedTemplate):
-    """Avalanche's supervised template with the hybrid-quantized CWR* plugin."""
+class CWRStarFamily(LatentCacheForward, SupervisedTemplate):
+    """Avalanche's supervised template with the CWR* head plugin; with a latent cache, head-only
+    epochs run on cached features."""
 
 
 def _latent_cache(enabled, deterministic_inputs, model, head, codec, device, batch_size):
@@ -134,22 +136,60 @@ def _latent_cache(enabled, deterministic_inputs, model, head, codec, device, bat
     return LatentCache(model, head, codec, device=device, batch_size=batch_size)
 
 
+def _cwr_family(
+    name, model, device, deterministic_inputs, protocol, latent_cache, equal_row_norms, **head
+) -> ContinualStrategy:
+    layer = head_layer(model)
+    plugin = CWRStarHeadPlugin(
+        model,
+        cwr_layer_name=HEAD_LAYER,
+        lr=protocol.lr,
+        equal_row_norms=_flag("equal_row_norms", equal_row_norms),
+        device=device,
+        **head,
+    )
+    cache = _latent_cache(
+        latent_cache,
+        deterministic_inputs,
+        model,
+        layer,
+        plugin.feature_codec,
+        device,
+        protocol.batch_size,
+    )
+    plugins = [cache, plugin] if cache else [plugin]
+    template = CWRStarFamily(**_template_arguments(model, protocol, device, plugins))
+    template.latent_cache = cache
+    head_precision = None
+    if plugin.quantized:
+        bits = head["head_bits"]
+        head_precision = HeadPrecision(weight_bits=bits, act_bits=bits, grad_bits=plugin.grad_bits)
+    return ContinualStrategy(
+        name,
+        template,
+        model,
+        {},
+        head_name=HEAD_LAYER,
+        head_precision=head_precision,
+        latent_cache=cache,
+        frozen_backbone=True,
+        extra_cost="calibration_pass" if plugin.quantized else None,
+    )
+
+
 @STRATEGIES.register("cwr_star")
 def cwr_star(
-    *, model, device="cpu", deterministic_inputs=True, protocol=HEAD_ONLY, latent_cache=True
+    *,
+    model,
+    device="cpu",
+    deterministic_inputs=True,
+    protocol=HEAD_ONLY,
+    latent_cache=True,
+    equal_row_norms=True,
 ):
-    """CWR*: frozen backbone after the first experience, consolidated head rows (Avalanche)."""
-    head = head_layer(model)
-    cache = _latent_cache(
-        latent_cache, deterministic_inputs, model, head, FeatureCodec, device, protocol.batch_size
-    )
-    plugins = [cache] if cache else []
-    template = CachedCWRStar(
-        cwr_layer_name=HEAD_LAYER, **_template_arguments(model, protocol, device, plugins)
-    )
-    template.latent_cache = cache
-    return ContinualStrategy(
-        "cwr_star", template, model, {}, head_name=HEAD_LAYER, latent_cache=cache
+    """CWR*: frozen backbone after the first experience, consolidated head rows on one scale."""
+    return _cwr_family(
+        "cwr_star", model, device, deterministic_inputs, protocol, latent_cache, equal_row_norms
     )
 
 
@@ -164,9 +204,9 @@ def hq_cwr_star(
     head_bits=8,
     rounding="stochastic",
     latent_cache=True,
+    equal_row_norms=True,
 ):
     """Hybrid-quantized CWR*: 1-bit backbone, fixed-point head updates at grad_bits."""
-    head = head_layer(model)
     grad_bits = check_grad_bits(grad_bits)
     if isinstance(head_bits, bool) or not isinstance(head_bits, int) or not 2 <= head_bits <= 16:
         raise UserError(f"head_bits={head_bits!r} must be an integer from 2 to 16")
@@ -174,40 +214,15 @@ def hq_cwr_star(
         raise UserError(
             f"rounding={rounding!r} is not known: use one of {', '.join(ROUNDING_MODES)}"
         )
-    plugin = HybridQuantizedCWRStarPlugin(
+    return _cwr_family(
+        "hq_cwr_star",
         model,
-        cwr_layer_name=HEAD_LAYER,
-        lr=protocol.lr,
+        device,
+        deterministic_inputs,
+        protocol,
+        latent_cache,
+        equal_row_norms,
         grad_bits=grad_bits,
         head_bits=head_bits,
         rounding=rounding,
-        device=device,
-    )
-    cache = _latent_cache(
-        latent_cache,
-        deterministic_inputs,
-        model,
-        head,
-        plugin.feature_codec,
-        device,
-        protocol.batch_size,
-    )
-    plugins = [cache, plugin] if cache else [plugin]
-    template = HybridQuantizedCWRStar(**_template_arguments(model, protocol, device, plugins))
-    template.latent_cache = cache
-    head_precision = (
-        HeadPrecision(weight_bits=head_bits, act_bits=head_bits, grad_bits=grad_bits)
-        if plugin.quantized
-        else None
-    )
-    return ContinualStrategy(
-        "hq_cwr_star",
-        template,
-        model,
-        {},
-        gradient_bits=grad_bits,
-        head_name=HEAD_LAYER,
-        head_precision=head_precision,
-        latent_cache=cache,
-        extra_cost="calibration_pass" if plugin.quantized else None,
     )

@@ -1,7 +1,17 @@
-"""Hybrid-quantized CWR*: the CWR* head update in fixed point, as on a device without floats.
+"""The CWR* head: Avalanche's CWR* consolidation with rows on one scale, and its update in fixed
+point for the hybrid-quantized CWR*, as on a device without floats.
 
-The backbone runs at 1-bit weights and activations; after the first experience it is frozen and
-only the bias-free head learns. The head update of each minibatch (N samples, C classes):
+CWR* learns each experience's rows of the bias-free head from zero while the rows of other classes
+sit at zero, then consolidates them. Rows learned with the backbone (the first experience) and rows
+learned on a frozen backbone (every later one) do not end on the same scale: measured on the
+synthetic CORe50 NC stream, the first experience's rows end 3x smaller than later rows, and the
+classes of the first experience are never predicted again once a later experience is learned.
+So after Avalanche's consolidation (`new = W[c] - mean`, weighted average with a class's earlier
+row) every consolidated row is rescaled to the mean norm the first experience's rows reached
+(`equal_row_norms`, on by default; off, the plugin is Avalanche's CWRStarPlugin unchanged).
+
+The fixed-point head update (grad_bits < 32) of each minibatch after the first experience
+(N samples, C classes):
 
     x_q     = Q_h(x)                      input features, scale calibrated on experience 0
     W_q     = Q_h(W)                      head weights, forward copy
@@ -20,7 +30,7 @@ the head to the optimizer's plain float SGD step: nothing is quantized.
 Ranges are calibrated once, after the first experience: the feature step from the largest
 feature magnitude on that experience's training data, the weight steps from the largest
 consolidated head weight times `WEIGHT_HEADROOM` (room for later experiences to grow).
-CWR* consolidation is Avalanche's; the consolidated rows are stored rounded to the b-bit grid.
+The consolidated rows are stored rounded to the b-bit grid.
 """
 
 from __future__ import annotations
@@ -74,11 +84,12 @@ def hybrid_head_update(
     return quantize_fixed_point(weight - lr * grad, grad_bits, rounding, scales.stored)
 
 
-class HybridQuantizedCWRStarPlugin(CWRStarPlugin):
-    """Avalanche's CWR* plugin with the head update of later experiences in fixed point.
+class CWRStarHeadPlugin(CWRStarPlugin):
+    """Avalanche's CWR* plugin with consolidated rows on one scale and, at grad_bits < 32, the
+    head update of later experiences in fixed point.
 
-    At `grad_bits=32` it is Avalanche's CWRStarPlugin unchanged (same freezing, reset and
-    consolidation); the optimizer's SGD step updates the head.
+    At `grad_bits=32` the optimizer's SGD step updates the head; with `equal_row_norms=False`
+    as well, it is Avalanche's CWRStarPlugin unchanged (same freezing, reset, consolidation).
     """
 
     def __init__(
@@ -87,9 +98,10 @@ class HybridQuantizedCWRStarPlugin(CWRStarPlugin):
         *,
         cwr_layer_name: str,
         lr: float,
-        grad_bits: int,
+        grad_bits: int = FLOAT_GRAD_BITS,
         head_bits: int = 8,
         rounding: str = "stochastic",
+        equal_row_norms: bool = True,
         device="cpu",
     ):
         super().__init__(model, cwr_layer_name, freeze_remaining_model=True)
@@ -98,6 +110,9 @@ class HybridQuantizedCWRStarPlugin(CWRStarPlugin):
         self.grad_bits = grad_bits
         self.head_bits = head_bits
         self.rounding = rounding
+        self.equal_row_norms = equal_row_norms
+        self.row_norm: float | None = None
+        """The mean norm of the first experience's consolidated rows (every row's norm)."""
         self.device = device
         self.scales: HeadScales | None = None
         self._feature_scale: float | None = None
@@ -156,6 +171,20 @@ class HybridQuantizedCWRStarPlugin(CWRStarPlugin):
             parameter.grad = None  # the optimizer leaves the head (and its quantizer) alone
 
     # -- calibration and consolidation ---------------------------------------------------------
+
+    def consolidate_weights(self) -> None:
+        """Avalanche's consolidation, then every row of the current classes rescaled to the
+        first experience's mean row norm."""
+        super().consolidate_weights()
+        if not self.equal_row_norms:
+            return
+        saved = self.model.saved_weights
+        norms = {c: float(np.linalg.norm(saved[c])) for c in self.cur_class}
+        if self.row_norm is None:
+            self.row_norm = float(np.mean(list(norms.values())))
+        for c, norm in norms.items():
+            if norm > 0:
+                saved[c] = (saved[c] * (self.row_norm / norm)).astype(saved[c].dtype)
 
     def after_training_exp(self, strategy, **kwargs):
         if not self.quantized:
