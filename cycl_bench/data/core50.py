@@ -39,8 +39,8 @@ REAL_DEFAULTS = {"object_level": True, "mini": False, "augment": False}
 SYNTHETIC_DEFAULTS = {
     "object_level": True,
     "image_size": 32,
-    "images_per_object": 3,
-    "test_images_per_object": 2,
+    "images_per_object": 6,
+    "test_images_per_object": 3,
     "augment": False,
 }
 

@@ -28,10 +28,25 @@ def _to_normalized_tensor(mean, std) -> list:
     ]
 
 
-def eval_transform(mean, std):
-    from torchvision.transforms import v2
+class Normalized:
+    """Image -> normalized float tensor. uint8 tensors (the in-memory sources) take a direct
+    path, several times faster per item than the torchvision pipeline that PIL images take."""
 
-    return v2.Compose(_to_normalized_tensor(mean, std))
+    def __init__(self, mean, std):
+        from torchvision.transforms import v2
+
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+        self.pipeline = v2.Compose(_to_normalized_tensor(mean, std))
+
+    def __call__(self, image):
+        if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
+            return (image.float().div_(255.0) - self.mean).div_(self.std)
+        return self.pipeline(image)
+
+
+def eval_transform(mean, std):
+    return Normalized(mean, std)
 
 
 def train_transform(mean, std, *, image_size: int, augment: bool):
