@@ -1,10 +1,12 @@
 """Latent cache speed: hq_cwr_star (grad_bits=32, latent cache on) against Avalanche's CWRStar.
 
 Both train the same synthetic CORe50 NC stream from the same seed and backbone with the same
-protocol (first experience: whole network, Adam, 10 epochs; later experiences: head only, SGD,
-5 epochs). Timed: the experiences after the first, where the backbone is frozen and the cache
-applies. Reported: median wall-clock over repeats (the two variants alternate in one process),
-the speed-up ratio, the peak resident memory of the timed part, the cache size, and the final
+protocol (the CWR* family's: one plain SGD, first experience whole network 10 epochs, later
+experiences head only 5 epochs, at least `min_steps` steps, BatchNorm statistics recomputed after
+the first experience) and the same consolidation (Avalanche's, `equal_row_norms=false`).
+Timed: the experiences after the first, where the backbone is frozen and the cache applies.
+Reported: median wall-clock over repeats (the two variants alternate in one process), the
+speed-up ratio, the peak resident memory of the timed part, the cache size, and the final
 accuracy of each (they must agree).
 
     python benchmarks/bench_latent_cache.py --backbone resnet18_bnn --repeats 3
@@ -26,24 +28,34 @@ from cycl_bench.evaluation.loop import accuracy_row, build_model, seed_everythin
 from cycl_bench.evaluation.resources import peak_rss_mb, reset_peak_memory
 from cycl_bench.registry import BENCHMARKS
 from cycl_bench.strategies import build_strategy
-from cycl_bench.strategies.protocol import ExperienceProtocol, TrainingProtocol, quiet_evaluator
+from cycl_bench.strategies.protocol import (
+    BatchNormRecalibration,
+    ExperienceProtocol,
+    TrainingProtocol,
+    quiet_evaluator,
+)
 
 
 def avalanche_cwr_star(model, protocol: TrainingProtocol):
     return CWRStar(
         model=model,
-        optimizer=torch.optim.Adam(model.parameters(), lr=protocol.first_lr),
+        optimizer=torch.optim.SGD(model.parameters(), lr=protocol.first_lr),
         criterion=nn.CrossEntropyLoss(),
         cwr_layer_name="classifier",
         train_mb_size=protocol.batch_size,
         train_epochs=protocol.first_epochs,
-        plugins=[ExperienceProtocol(protocol)],
+        plugins=[ExperienceProtocol(protocol), BatchNormRecalibration()],
         evaluator=quiet_evaluator(),
     )
 
 
 def cached_hybrid(model, protocol: TrainingProtocol):
-    params = {"grad_bits": 32, "latent_cache": True, **protocol.as_dict()}
+    params = {
+        "grad_bits": 32,
+        "latent_cache": True,
+        "equal_row_norms": False,
+        **protocol.as_dict(),
+    }
     return build_strategy("hq_cwr_star", model=model, params=params).template
 
 
@@ -97,7 +109,9 @@ def main() -> None:
         images_per_object=args.images_per_object,
         image_size=args.image_size,
     )
-    protocol = TrainingProtocol(optimizer="sgd", first_epochs=args.first_epochs, epochs=args.epochs)
+    protocol = TrainingProtocol(
+        first_optimizer="sgd", optimizer="sgd", first_epochs=args.first_epochs, epochs=args.epochs
+    )
     runs = {name: [] for name in VARIANTS}
     for _ in range(args.repeats):
         for name in VARIANTS:  # alternate, so both see the same machine load

@@ -23,8 +23,8 @@ COLUMNS = (
 )
 FAST_NOTE = "--fast run: shortened settings for a quick check, not comparable with full runs"
 SYNTHETIC_NOTE = (
-    "synthetic data: procedurally generated stand-in for the real dataset; the numbers check "
-    "the pipeline, they do not rank methods"
+    "synthetic data: a procedurally generated stand-in for the real dataset; it ranks the "
+    "methods on its own stream, not on the real one (leaderboards take real data only)"
 )
 
 
