@@ -30,7 +30,7 @@ CHOICES = {"schedule": ["cyclic", "constant", "none"], "mode": ["cyclebnn", "cpt
 HELP_NOTES = {
     "schedule": "cyclic: cosine cycle min..max bits; constant: eval bits throughout",
     "closing_fraction": "last fraction of steps at the eval bits (default 0.1 in cpt mode, else 0)",
-    "data": "first_experience or a benchmark name",
+    "data": "synthetic (default), folder:PATH, first_experience or a benchmark name",
 }
 
 
