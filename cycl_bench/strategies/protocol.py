@@ -5,7 +5,7 @@ epoch count (10 epochs), later experiences with another (5 epochs). A fresh opti
 experience resets the learning rate and the optimizer state. `min_steps` makes the budget hold on
 small streams: an experience trains for its epochs, or for more epochs until at least `min_steps`
 optimizer steps were taken (a real CORe50 NC experience has about 48 steps per epoch at batch
-50, a synthetic one 3). Avalanche strategies hold one optimizer and one epoch count, so a plugin
+50, a synthetic one 5). Avalanche strategies hold one optimizer and one epoch count, so a plugin
 sets both for each experience, ahead of Avalanche's own optimizer set-up.
 """
 
