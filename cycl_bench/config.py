@@ -165,9 +165,11 @@ def resolve(
     *,
     overrides: list[str] = (),
     fast: bool = False,
+    strategies: list[str] | None = None,
     **flags: Any,
 ) -> ExperimentConfig:
-    """Compose, apply flags (None = not given) and key=value overrides, validate."""
+    """Compose, apply flags (None = not given) and key=value overrides, validate; `strategies`
+    keeps only those entries (the config then records what the run selected)."""
     if experiment not in shipped_experiments():
         known = shipped_experiments()
         raise UserError(
@@ -181,7 +183,22 @@ def resolve(
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
-    return validate(raw)
+    return select_strategies(validate(raw), strategies)
+
+
+def select_strategies(config: ExperimentConfig, names: list[str] | None) -> ExperimentConfig:
+    """The config with only the strategy entries named (all when None), in the config's order."""
+    if not names:
+        return config
+    entries = list(config.strategy)
+    for name in names:
+        if name not in entries:
+            raise UserError(
+                f"strategy '{name}' is not in experiment {config.experiment}"
+                f"{suggest(name, entries)}; its strategies: {', '.join(entries)}"
+            )
+    selected = {entry: params for entry, params in config.strategy.items() if entry in names}
+    return config.model_copy(update={"strategy": selected})
 
 
 def validate(raw: dict[str, Any]) -> ExperimentConfig:
@@ -219,12 +236,31 @@ def to_yaml(config: ExperimentConfig) -> str:
 
 
 def load_resolved(path: Path) -> ExperimentConfig:
-    """A resolved config written by a run (for --resume)."""
+    """A resolved config written by a run (for --resume); one-line errors naming the file."""
+    fix = "restore it, or start a new run"
     try:
         raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise UserError(f"cannot read the run's config {path}: {error}") from None
-    return validate(copy.deepcopy(raw))
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror or error}; {fix}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} holds binary data, not YAML; {fix}") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML ({_yaml_problem(error)}); {fix}") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply for a run config; {fix}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} is not a run config (no key: value mapping); {fix}")
+    try:
+        return validate(copy.deepcopy(raw))
+    except UserError as error:
+        raise UserError(f"{path}: {error}; {fix}") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """'line 3, column 5: mapping values are not allowed here' from PyYAML's multi-line text."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or type(error).__name__
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def shipped_protocol(benchmark: str) -> dict[str, Any]:

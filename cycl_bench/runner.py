@@ -1,13 +1,18 @@
 """One experiment run: resolved config -> stream -> pretraining -> every strategy x seed -> files.
 
-Everything a run produces goes under one folder (`runs/<experiment>/<timestamp>/`):
-config.yaml (the resolved config, written first), results/<strategy entry>.json (rewritten as
-each seed finishes, so an interrupted run keeps what it finished), plots/, pretrain/, wandb/.
-`resume` continues a folder with what is missing.
+`prepare` checks the whole run (names, data source and folder, pretraining source, every strategy
+parameter, and when resuming the results already there) and builds the stream before anything is
+written, so a run that fails before training leaves nothing behind. Then everything a run produces
+goes under one folder (`runs/<experiment>/<timestamp>/`): config.yaml (the resolved config with
+the selected strategy entries and all their parameters, written first), results/<strategy
+entry>.json (rewritten as each seed finishes, so an interrupted run keeps what it finished),
+plots/, pretrain/, wandb/, run.log (library output). `run --resume` continues a folder with what
+is missing, and refuses results it cannot continue rather than overwrite them.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import time
@@ -20,7 +25,7 @@ from typing import Any
 from cycl_bench import __version__
 from cycl_bench.config import ExperimentConfig, load_resolved, to_yaml
 from cycl_bench.data.base import Stream, default_data_root
-from cycl_bench.errors import UserError, suggest
+from cycl_bench.errors import UserError
 from cycl_bench.evaluation.results import (
     BenchmarkInfo,
     MethodInfo,
@@ -30,12 +35,34 @@ from cycl_bench.evaluation.results import (
     load_results,
     write_results,
 )
-from cycl_bench.registry import BENCHMARKS, STRATEGIES
+from cycl_bench.pretrain.config import PretrainConfig
+from cycl_bench.registry import BACKBONES, BENCHMARKS
 
 CONFIG_FILE = "config.yaml"
 RESULTS_DIR = "results"
 PLOTS_DIR = "plots"
+LOG_FILE = "run.log"
 PACKAGES = ("torch", "torchvision", "avalanche-lib", "brevitas", "pytorch-lightning", "wandb")
+
+
+@dataclass
+class Plan:
+    """A run checked in full, its stream built, nothing written yet (`prepare`)."""
+
+    config: ExperimentConfig
+    """The selected strategy entries, each with every parameter resolved (defaults filled in)."""
+    stream: Stream
+    bits: dict[str, tuple[int, int, int]]
+    """(weight, activation, gradient) bits each entry reports training and evaluating with."""
+
+    @property
+    def entries(self) -> list[str]:
+        return list(self.config.strategy)
+
+    @property
+    def deployed_bits(self) -> int:
+        """Weight bits of the evaluated backbone (32 for a float one); every entry shares it."""
+        return next(iter(self.bits.values()))[0]
 
 
 @dataclass
@@ -43,6 +70,18 @@ class RunOutcome:
     run_dir: Path
     results: list[Results] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
+
+
+def check_out_dir(out: Path) -> None:
+    """A UserError before any work when run folders cannot be created under `out`."""
+    existing = Path(out).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        raise UserError(
+            f"cannot write the run folder under {out}: {existing} is not a writable folder; "
+            "choose a writable folder with --out"
+        )
 
 
 def new_run_dir(out: Path, experiment: str) -> Path:
@@ -66,7 +105,7 @@ def new_run_dir(out: Path, experiment: str) -> Path:
 
 
 def start(config: ExperimentConfig, out: Path) -> Path:
-    """A fresh run folder holding the resolved config."""
+    """A fresh run folder holding the resolved config (pass `Plan.config`: every parameter)."""
     run_dir = new_run_dir(out, config.experiment)
     (run_dir / CONFIG_FILE).write_text(to_yaml(config))
     return run_dir
@@ -83,11 +122,31 @@ def results_path(run_dir: Path, entry: str) -> Path:
     return Path(run_dir) / RESULTS_DIR / f"{entry}.json"
 
 
-def finished_seeds(run_dir: Path, entry: str) -> dict[int, SeedResult]:
+def finished_seeds(
+    run_dir: Path, config: ExperimentConfig, entry: str, protocol_hash: str
+) -> dict[int, SeedResult]:
+    """The seeds of `entry` already in `run_dir`. A results file this run cannot continue (not a
+    valid results file, another stream, other parameters, a seed the run does not have) is a
+    UserError: continuing would overwrite it."""
     path = results_path(run_dir, entry)
     if not path.is_file():
         return {}
-    return {seed.seed: seed for seed in load_results(path).per_seed}
+    fix = f"move it out of {Path(run_dir) / RESULTS_DIR} to run {entry} again, or start a new run"
+    results = load_results(path, fix)
+    name, params = config.strategy_of(entry)
+    if results.benchmark.protocol_hash != protocol_hash:
+        problem = (
+            f"was measured on another stream (protocol {results.benchmark.protocol_hash}, "
+            f"this run's is {protocol_hash})"
+        )
+    elif results.method.strategy != name or results.method.params != params:
+        problem = f"holds results of other parameters than entry '{entry}' of {CONFIG_FILE}"
+    elif any(seed.seed not in config.seeds for seed in results.per_seed):
+        extra = [seed.seed for seed in results.per_seed if seed.seed not in config.seeds]
+        problem = f"holds seed {extra[0]}, which is not among the run's seeds {config.seeds}"
+    else:
+        return {seed.seed: seed for seed in results.per_seed}
+    raise UserError(f"{path} {problem}; {fix}")
 
 
 # -- pieces of the results file ------------------------------------------------------------
@@ -168,65 +227,103 @@ def build_stream(config: ExperimentConfig) -> Stream:
     )
 
 
-def check_strategies(config: ExperimentConfig, only: list[str] | None) -> list[str]:
-    """The strategy entries to run (all, or those named); each a registered strategy."""
-    entries = list(config.strategy)
-    if only:
-        for name in only:
-            if name not in entries:
-                raise UserError(
-                    f"strategy '{name}' is not in experiment {config.experiment}"
-                    f"{suggest(name, entries)}; its strategies: {', '.join(entries)}"
-                )
-        entries = [e for e in entries if e in only]
-    for entry in entries:
-        STRATEGIES.get(config.strategy_of(entry)[0])
-    return entries
+def check_pretraining_source(config: PretrainConfig) -> None:
+    """The pretraining source is known and, for folder:PATH, the folder exists."""
+    from cycl_bench.pretrain.data import FOLDER_PREFIX, check_data_name
+
+    name = check_data_name(config.data)
+    if config.schedule == "none" or not name.startswith(FOLDER_PREFIX):
+        return
+    folder = Path(name[len(FOLDER_PREFIX) :]).expanduser()
+    if not folder.is_dir():
+        raise UserError(
+            f"pretrain data folder {folder} does not exist; check the path after folder: "
+            "in pretrain.data"
+        )
 
 
-def check_parameters(
-    config: ExperimentConfig, entries: list[str], stream, backbone_kwargs
-) -> dict[str, tuple[int, int, int]]:
+def resolve_parameters(config: ExperimentConfig) -> ExperimentConfig:
+    """Every strategy entry with all its parameters: the strategy's defaults, then the entry's."""
+    from cycl_bench.strategies import strategy_defaults
+
+    entries = {}
+    for entry in config.strategy:
+        name, params = config.strategy_of(entry)
+        entries[entry] = {
+            **({"use": name} if name != entry else {}),
+            **strategy_defaults(name),
+            **params,
+        }
+    return config.model_copy(update={"strategy": entries})
+
+
+def check_parameters(config: ExperimentConfig, stream: Stream) -> dict[str, tuple[int, int, int]]:
     """Build every strategy once on a throwaway model, so a bad parameter stops the run before
     any training rather than after the strategies before it. Returns the (weight, activation,
     gradient) bits each entry reports it trains with (`ContinualStrategy.precision`)."""
     from cycl_bench.evaluation.loop import build_model
     from cycl_bench.strategies import build_strategy
 
+    backbone_kwargs = _backbone_kwargs(config, stream)
     bits = {}
-    for entry in entries:
+    for entry in config.strategy:
         name, params = config.strategy_of(entry)
         model = build_model(
             stream, config.backbone.name, backbone_kwargs, None, config.pretrain.eval_bits
         )
-        bits[entry] = build_strategy(name, model=model, params=params, device="cpu").precision()
+        try:
+            built = build_strategy(name, model=model, params=params, device="cpu")
+        except UserError as error:
+            raise UserError(f"strategy.{entry}: {error}") from None
+        bits[entry] = built.precision()
     return bits
 
 
+def prepare(config: ExperimentConfig, *, resume: Path | None = None) -> Plan:
+    """Check the whole run before anything is written, cheapest checks first: W&B mode, the
+    benchmark, its data source, options and folder (its protocol, no image read), the backbone,
+    the pretraining source, the strategies; for `resume`, the results already in that folder.
+    Then build the stream and every strategy once (their parameters' values)."""
+    from cycl_bench.data import protocol_hash, protocol_of
+    from cycl_bench.logging.wandb_run import check_wandb_mode
+
+    check_wandb_mode(config.wandb)  # a missing login fails now, not after pretraining
+    protocol = protocol_of(
+        config.benchmark.name,
+        data=config.data,
+        seed=config.benchmark.seed,
+        **config.benchmark.options_for(config.data),
+    )
+    BACKBONES.get(config.backbone.name)
+    check_pretraining_source(config.pretrain)
+    config = resolve_parameters(config)
+    if resume is not None:
+        for entry in config.strategy:
+            finished_seeds(resume, config, entry, protocol_hash(protocol))
+    stream = build_stream(config)
+    return Plan(config=config, stream=stream, bits=check_parameters(config, stream))
+
+
 def run(
-    config: ExperimentConfig,
+    plan: Plan,
     run_dir: Path,
     *,
-    strategies: list[str] | None = None,
     cache_dir: Path | None = None,
     echo=print,
 ) -> RunOutcome:
-    """Run (or continue) every strategy entry x seed not yet in `run_dir`."""
+    """Run (or continue) every strategy entry x seed of `plan` not yet in `run_dir`."""
     from cycl_bench.evaluation.loop import run_strategy
-    from cycl_bench.logging.wandb_run import WandbSession, check_wandb_mode, offline_sync_hint
+    from cycl_bench.logging.wandb_run import WandbSession, offline_sync_hint
 
-    check_wandb_mode(config.wandb)  # a missing login fails now, not after pretraining
-    entries = check_strategies(config, strategies)
-    stream = build_stream(config)
+    config, stream = plan.config, plan.stream
     echo(_describe_stream(stream))
-    bits = check_parameters(config, entries, stream, _backbone_kwargs(config, stream))
-    checkpoint, backbone_kwargs, schedule_png = _pretrain(config, stream, run_dir, cache_dir, echo)
+    checkpoint, backbone_kwargs, schedule_png = _pretrain(plan, run_dir, cache_dir, echo)
     env = environment()
     outcome = RunOutcome(run_dir=run_dir)
-    total, done = len(entries) * len(config.seeds), 0
-    for entry in entries:
-        method = method_info(config, entry, bits[entry])
-        finished = finished_seeds(run_dir, entry)
+    total, done = len(plan.entries) * len(config.seeds), 0
+    for entry in plan.entries:
+        method = method_info(config, entry, plan.bits[entry])
+        finished = finished_seeds(run_dir, config, entry, stream.protocol_hash)
         per_seed: list[SeedResult] = []
         for seed in config.seeds:
             done += 1
@@ -315,9 +412,11 @@ def _describe_stream(stream: Stream) -> str:
     )
 
 
-def _pretrain(config: ExperimentConfig, stream: Stream, run_dir: Path, cache_dir, echo):
+def _pretrain(plan: Plan, run_dir: Path, cache_dir, echo):
+    from cycl_bench.logging.console import precision_label
     from cycl_bench.pretrain.run import pretrain
 
+    config, stream = plan.config, plan.stream
     if config.pretrain.schedule == "none":
         return None, _backbone_kwargs(config, stream), None
     result = pretrain(
@@ -331,8 +430,9 @@ def _pretrain(config: ExperimentConfig, stream: Stream, run_dir: Path, cache_dir
         data_root=Path(config.data_root) if config.data_root else None,
     )
     origin = "reused from the cache" if result.from_cache else "trained"
+    bits = precision_label(plan.deployed_bits)
     echo(
-        f"pretraining {origin}: {result.val_accuracy:.1%} at {config.pretrain.eval_bits}-bit, "
+        f"pretraining {origin}: {result.val_accuracy:.1%} at {bits}, "
         f"training BitOPs -{result.reduction_vs_fp32:.1%} vs FP32 ({result.checkpoint})"
     )
     kwargs = {**result.backbone_kwargs, "num_classes": stream.num_classes}

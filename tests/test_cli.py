@@ -1,9 +1,11 @@
 """The command line: every command has --help, `list` shows the registries, user errors exit 2."""
 
+import json
 import subprocess
 import sys
 
 import pytest
+from test_results import make_results
 
 from cycl_bench.cli import COMMANDS, main
 from cycl_bench.registry import ALL
@@ -11,7 +13,7 @@ from cycl_bench.registry import ALL
 
 def cycl_bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cycl_bench", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "cycl_bench", *args], capture_output=True, text=True
     )
 
 
@@ -56,3 +58,54 @@ def test_user_errors_print_one_line_and_exit_2(args, message):
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_show_refuses_a_binary_file_in_one_line(tmp_path, capsys):
+    png = tmp_path / "accuracy_curves.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    assert main(["show", str(png)]) == 2
+    assert f"{png} is not a valid results file (binary data" in one_error_line(capsys)
+
+
+def test_show_refuses_deeply_nested_json_in_one_line(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert main(["show", str(deep)]) == 2
+    assert "nested too deeply" in one_error_line(capsys)
+
+
+def results_with(tmp_path, name: str, change) -> str:
+    data = json.loads(make_results().model_dump_json())
+    change(data)
+    path = tmp_path / name
+    path.write_text(json.dumps(data))  # writes NaN and Infinity as JSON's extension does
+    return str(path)
+
+
+@pytest.mark.parametrize("command", ["show", "compare"])
+def test_non_finite_numbers_are_refused_with_their_path(tmp_path, capsys, command):
+    nan_mean = results_with(
+        tmp_path, "nan.json", lambda d: d["summary"]["final_accuracy"].update(mean=float("nan"))
+    )
+    inf_memory = results_with(
+        tmp_path, "inf.json", lambda d: d["per_seed"][0].update(peak_memory_mb=float("inf"))
+    )
+    for path, where in ((nan_mean, "summary.final_accuracy.mean"), (inf_memory, "peak_memory_mb")):
+        out = ["--out", str(tmp_path / "plots")] if command == "compare" else []
+        assert main([command, path, *out]) == 2
+        line = one_error_line(capsys)
+        assert path in line and where in line and "finite number" in line
+    assert not (tmp_path / "plots").exists()
+
+
+def test_compare_refuses_a_summary_the_seeds_do_not_give(tmp_path, capsys):
+    good = results_with(tmp_path, "good.json", lambda d: None)
+    bad = results_with(tmp_path, "bad.json", lambda d: d["summary"]["bwt"].update(mean=0.1))
+    assert main(["compare", good, bad, "--out", str(tmp_path / "plots")]) == 2
+    assert "summary.bwt.mean: stored 0.1, the seeds give" in one_error_line(capsys)

@@ -136,3 +136,28 @@ def test_every_registered_benchmark_has_a_shipped_part_with_a_protocol():
 def test_a_benchmark_can_be_swapped_by_name():
     resolved = config.resolve("split_cifar100", overrides=["benchmark.name=split_cifar100_50_5x10"])
     assert resolved.benchmark.name == "split_cifar100_50_5x10"
+
+
+def test_selected_strategies_are_all_the_config_keeps():
+    resolved = config.resolve("core50_nc", strategies=["naive", "cwr_star"])
+    assert sorted(resolved.strategy) == ["cwr_star", "naive"]
+    with pytest.raises(UserError, match=r"strategy 'cwr' is not in experiment core50_nc"):
+        config.resolve("core50_nc", strategies=["cwr"])
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("experiment: core50_nc\nseeds: [0, 1\nfast: true\n", "is not valid YAML (line 3, column"),
+        ("- just\n- a list\n", "is not a run config (no key: value mapping)"),
+        ("experiment: core50_nc\n", "config key 'benchmark' is required"),
+    ],
+)
+def test_a_broken_run_config_is_one_line_naming_the_file(tmp_path, text, problem):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as error:
+        config.load_resolved(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert str(path) in message and problem in message and "start a new run" in message

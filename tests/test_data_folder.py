@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cycl_bench.data import protocol_of
 from cycl_bench.data.core50 import core50_nc, core50_ni
+from cycl_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cycl_bench.errors import UserError
 
 
@@ -107,3 +109,47 @@ def test_a_class_with_a_single_image_is_refused(tmp_path):
     root = class_tree(tmp_path, per_class=1)
     with pytest.raises(UserError, match="needs at least 2"):
         core50_nc(data=f"folder:{root}")
+
+
+def test_building_and_summarizing_a_folder_stream_decodes_no_image(tmp_path, monkeypatch):
+    """`data` on a large folder costs the files' headers, not their pixels."""
+    root = class_tree(tmp_path)
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    stream = core50_nc(data=f"folder:{root}", split="2,1,1", test_fraction=0.4)
+    assert stream.summary()["train_sizes"] == [6, 3, 3]
+
+
+def test_an_image_is_decoded_resized_and_kept_when_first_used(tmp_path, monkeypatch):
+    root = class_tree(tmp_path, classes=("a", "b"), per_class=2)
+    stream = core50_nc(data=f"folder:{root}", split="1", test_fraction=0.5, image_size=4)
+    dataset = stream.train_stream[0].dataset
+    first = dataset[0][0]
+    monkeypatch.setattr(Image.Image, "load", lambda self, *a: pytest.fail("decoded twice"))
+    assert torch.equal(dataset[0][0], first)
+    # the class folders hold flat images: every pixel of a resized one keeps the value
+    label = stream.class_names[dataset[0][1]]
+    values = {50 * ("a", "b").index(label) + i for i in range(2)}
+    pixels = (
+        (
+            first * torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        )
+        * 255
+    ).round()
+    assert pixels.unique().item() in values
+
+
+def test_an_image_that_cannot_be_decoded_is_named_when_first_used(tmp_path):
+    root = class_tree(tmp_path, classes=("a", "b"), per_class=2)
+    broken = root / "b" / "img1.png"
+    broken.write_bytes(broken.read_bytes()[:50])  # the header survives, the pixels do not
+    stream = core50_nc(data=f"folder:{root}", split="1", test_fraction=0.5)
+    datasets = [exp.dataset for exp in stream.train_stream] + stream.test_views
+    with pytest.raises(UserError, match=r"cannot read image .*b/img1.png"):
+        for dataset in datasets:
+            for index in range(len(dataset)):
+                dataset[index]

@@ -1,16 +1,18 @@
 """The experiment runner end to end, on a small synthetic CORe50 NC stream.
 
 One shared run (two strategies, two seeds, W&B offline) is checked for its files; resume and
-interruption get runs of their own.
+interruption get runs of their own. Bad input is refused in one line before anything is built
+or written.
 """
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cycl_bench import config as configs
 from cycl_bench import runner
 from cycl_bench.cli import main
 from cycl_bench.evaluation.results import derived_mismatches, load_results
@@ -95,6 +97,16 @@ def test_the_resolved_config_reloads_to_the_same_config(shared_run):
     assert reloaded.fast and reloaded.data == "synthetic"
 
 
+def test_config_yaml_records_the_selected_strategies_with_every_parameter(shared_run):
+    written = yaml.safe_load((shared_run / "config.yaml").read_text())
+    assert sorted(written["strategy"]) == ["cwr_star", "naive"]  # --strategy naive cwr_star
+    naive, cwr_star = written["strategy"]["naive"], written["strategy"]["cwr_star"]
+    assert naive["epochs"] == 1  # the override
+    assert naive["lr"] == 0.0025 and naive["batch_size"] == 50  # the defaults, filled in
+    assert cwr_star["latent_cache"] is True and cwr_star["equal_row_norms"] is True
+    assert cwr_star["optimizer"] == "sgd"
+
+
 def test_compare_prints_the_table_and_show_one_file(shared_run, capsys, tmp_path):
     assert main(["compare", str(shared_run), "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
@@ -119,42 +131,43 @@ def matrices(run_dir: Path, entry: str) -> list:
     return [(s.seed, s.accuracy_matrix, s.final_accuracy, s.train_bitops) for s in results.per_seed]
 
 
-def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+def interrupt_after(monkeypatch, file_name: str) -> None:
+    """Ctrl-C (KeyboardInterrupt, what SIGINT raises) right after `file_name` is written: a point
+    the test controls, whatever the machine's speed."""
+    write_results = runner.write_results
+
+    def write_then_interrupt(results, path):
+        written = write_results(results, path)
+        if path.name == file_name:
+            raise KeyboardInterrupt
+        return written
+
+    monkeypatch.setattr(runner, "write_results", write_then_interrupt)
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one_and_runs_only_its_strategies(
+    tmp_path, monkeypatch
+):
     common = ["--strategy", "naive", "hq_cwr_star", "--seeds", "0", "--wandb", "disabled"]
     assert run_cli(*common, "--out", str(tmp_path / "whole")) == 0
     whole = only_run_dir(tmp_path / "whole")
 
-    # the same run, stopped after its first strategy, then resumed
-    config = configs.resolve(
-        "core50_nc",
-        overrides=SMALL,
-        fast=True,
-        data="synthetic",
-        seeds=[0],
-        wandb="disabled",
-    )
-    config.strategy = {k: config.strategy[k] for k in ("naive", "hq_cwr_star")}
-    interrupted = runner.start(config, tmp_path / "parts")
-    runner.run(config, interrupted, strategies=["naive"], echo=lambda line: None)
-    assert not (interrupted / "results" / "hq_cwr_star.json").exists()
+    # the same run, stopped after its first strategy (the experiment's order), then resumed
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, "hq_cwr_star.json")
+        assert run_cli(*common, "--out", str(tmp_path / "parts")) == 130
+    interrupted = only_run_dir(tmp_path / "parts")
+    assert not (interrupted / "results" / "naive.json").exists()
     assert main(["run", "--resume", str(interrupted)]) == 0
 
+    results = sorted(p.name for p in (interrupted / "results").glob("*.json"))
+    assert results == ["hq_cwr_star.json", "naive.json"]  # not every strategy of core50_nc
     for entry in ("naive", "hq_cwr_star"):
         assert matrices(interrupted, entry) == matrices(whole, entry)
 
 
 def test_an_interrupted_run_keeps_its_config_and_finished_results(tmp_path, monkeypatch, capsys):
-    """Ctrl-C (KeyboardInterrupt, what SIGINT raises) right after the first strategy's results
-    file is written: a point the test controls, whatever the machine's speed."""
-    write_results = runner.write_results
-
-    def write_then_interrupt(results, path):
-        written = write_results(results, path)
-        if path.name == "cwr_star.json":
-            raise KeyboardInterrupt
-        return written
-
-    monkeypatch.setattr(runner, "write_results", write_then_interrupt)
+    interrupt_after(monkeypatch, "cwr_star.json")
     code = run_cli(
         "--strategy", "cwr_star", "naive", "--seeds", "0", "--wandb", "disabled",
         "--out", str(tmp_path),
@@ -183,9 +196,131 @@ def test_an_unwritable_output_folder_is_a_user_error(tmp_path, capsys):
     assert "choose a writable folder with --out" in capsys.readouterr().err
 
 
-def test_a_bad_strategy_parameter_stops_before_any_training(tmp_path, capsys):
-    code = run_cli("--out", str(tmp_path), "strategy.cwr_star.bogus=1")
-    assert code == 2
-    assert "strategy 'cwr_star' has no parameter 'bogus'" in capsys.readouterr().err
-    assert not list(tmp_path.glob("core50_nc/*/results/*.json"))
-    assert list(tmp_path.glob("core50_nc/*/config.yaml"))
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """The stream must not be built: the problem is found before any work."""
+
+    def build_stream(config):
+        raise AssertionError("the stream was built before the problem was found")
+
+    monkeypatch.setattr(runner, "build_stream", build_stream)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["backbone.name=bogus"], "unknown backbone 'bogus'"),
+        (["benchmark.name=core50_nx"], "unknown benchmark 'core50_nx' (did you mean"),
+        (["--data", "bogus"], "unknown data source 'bogus'; use real, synthetic or folder:PATH"),
+        (["--data", "folder:/no/such/folder"], "image folder /no/such/folder does not exist"),
+        (["benchmark.options.synthetic.image_sise=8"], "unknown option 'image_sise'"),
+        (["strategy.naive.use=naiv"], "unknown strategy 'naiv' (did you mean 'naive'?)"),
+        (["--strategy", "naiv"], "strategy 'naiv' is not in experiment core50_nc"),
+        (["pretrain.data=imagenet"], "unknown pretrain data 'imagenet'"),
+        (["pretrain.data=folder:/no/such/corpus"], "pretrain data folder /no/such/corpus does"),
+    ],
+)
+def test_bad_input_is_one_line_found_before_any_work_and_leaves_no_run_folder(
+    tmp_path, capsys, nothing_built, args, message
+):
+    assert run_cli("--out", str(tmp_path / "runs"), *args) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("strategy.cwr_star.bogus=1", "strategy 'cwr_star' has no parameter 'bogus'"),
+        ("strategy.hq_cwr_star.grad_bits=40", "strategy.hq_cwr_star: grad_bits=40 is out of range"),
+        ("strategy.ewc.lr=-1", "strategy.ewc: lr=-1 must be a positive number"),
+    ],
+)
+def test_a_bad_strategy_parameter_is_one_line_and_leaves_no_run_folder(
+    tmp_path, capsys, override, message
+):
+    assert run_cli("--out", str(tmp_path / "runs"), override) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+# -- resuming ------------------------------------------------------------------------------
+
+
+def resume(run_dir: Path) -> int:
+    return main(["run", "--resume", str(run_dir)])
+
+
+def copy_of_run(shared_run: Path, tmp_path: Path, **changes) -> Path:
+    """A run folder holding the shared run's config (with `changes`) and its naive results."""
+    config = runner.load_run(shared_run).model_copy(update=changes)
+    run_dir = runner.start(config, tmp_path / "runs")
+    (run_dir / "results").mkdir()
+    shutil.copy(shared_run / "results" / "naive.json", run_dir / "results" / "naive.json")
+    return run_dir
+
+
+def test_resuming_a_corrupt_config_is_one_line(tmp_path, capsys, nothing_built):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("experiment: core50_nc\nseeds: [0, 1\nfast: true\n")
+    assert resume(run_dir) == 2
+    line = one_error_line(capsys)
+    assert f"{run_dir / 'config.yaml'} is not valid YAML (line " in line
+    assert "start a new run" in line
+
+
+def test_resuming_refuses_options_it_would_ignore(tmp_path, capsys, shared_run):
+    assert main(["run", "--resume", str(shared_run), "--seeds", "5"]) == 2
+    assert "drop --seeds" in one_error_line(capsys)
+
+
+def test_resuming_over_a_truncated_results_file_is_one_line_and_keeps_the_file(
+    shared_run, tmp_path, capsys, nothing_built
+):
+    run_dir = copy_of_run(shared_run, tmp_path)
+    path = run_dir / "results" / "naive.json"
+    cut = path.read_bytes()[:1000]
+    path.write_bytes(cut)
+    assert resume(run_dir) == 2
+    line = one_error_line(capsys)
+    assert f"{path} is not a valid results file (not JSON" in line
+    assert "to run naive again, or start a new run" in line
+    assert path.read_bytes() == cut
+    assert not (run_dir / "results" / "cwr_star.json").exists()
+
+
+def test_resuming_keeps_results_of_seeds_the_config_does_not_have(
+    shared_run, tmp_path, capsys, nothing_built
+):
+    run_dir = copy_of_run(shared_run, tmp_path, seeds=[0])
+    before = (run_dir / "results" / "naive.json").read_bytes()
+    assert resume(run_dir) == 2
+    assert "holds seed 1, which is not among the run's seeds [0]" in one_error_line(capsys)
+    assert (run_dir / "results" / "naive.json").read_bytes() == before
+
+
+def test_resuming_keeps_results_of_another_stream(shared_run, tmp_path, capsys, nothing_built):
+    config = runner.load_run(shared_run)
+    other_stream = config.benchmark.model_copy(update={"seed": 1})
+    run_dir = copy_of_run(shared_run, tmp_path, benchmark=other_stream)
+    before = (run_dir / "results" / "naive.json").read_bytes()
+    assert resume(run_dir) == 2
+    assert "was measured on another stream" in one_error_line(capsys)
+    assert (run_dir / "results" / "naive.json").read_bytes() == before
+
+
+def test_resuming_keeps_results_of_other_parameters(shared_run, tmp_path, capsys, nothing_built):
+    config = runner.load_run(shared_run)
+    strategy = {**config.strategy, "naive": {**config.strategy["naive"], "lr": 0.1}}
+    run_dir = copy_of_run(shared_run, tmp_path, strategy=strategy)
+    before = (run_dir / "results" / "naive.json").read_bytes()
+    assert resume(run_dir) == 2
+    assert "holds results of other parameters than entry 'naive'" in one_error_line(capsys)
+    assert (run_dir / "results" / "naive.json").read_bytes() == before

@@ -146,8 +146,9 @@ def test_the_quickstart_meets_its_targets(tmp_path):
     config = configs.resolve(
         "core50_nc", fast=True, overrides=["seeds=[0]"], data="synthetic", wandb="disabled"
     )
-    run_dir = runner.start(config, tmp_path / "runs")
-    outcome = runner.run(config, run_dir, cache_dir=tmp_path / "cache", echo=lambda line: None)
+    plan = runner.prepare(config)
+    run_dir = runner.start(plan.config, tmp_path / "runs")
+    outcome = runner.run(plan, run_dir, cache_dir=tmp_path / "cache", echo=lambda line: None)
     final = {
         result.config["strategy_entry"]: result.summary["final_accuracy"].mean
         for result in outcome.results

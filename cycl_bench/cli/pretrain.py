@@ -8,6 +8,7 @@ from cycl_bench.pretrain.config import PretrainConfig
 
 HELP = "pretrain a backbone with a cyclic (or constant) precision schedule"
 DEFAULT_OUT = Path("runs") / "pretrain"
+LOG_FILE = "pretrain.log"
 
 # option -> PretrainConfig field (defaults come from PretrainConfig)
 CONFIG_OPTIONS = {
@@ -51,6 +52,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cache-dir", type=Path, help="checkpoint cache (default: user cache)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fast", action="store_true", help="a real but very short training")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"show library output on the console too (it goes to OUT/{LOG_FILE})",
+    )
     fields = PretrainConfig.model_fields
     for option, name in CONFIG_OPTIONS.items():
         annotation = fields[name].annotation
@@ -65,36 +71,50 @@ def add_arguments(parser) -> None:
         )
 
 
+def deployed_bits(backbone: str, kwargs: dict, eval_bits: int) -> int:
+    """The weight bits the backbone evaluates with at `eval_bits` (32 for a float backbone)."""
+    from cycl_bench.quant.precision import get_precision, set_precision
+    from cycl_bench.registry import BACKBONES
+
+    model = BACKBONES.build(backbone, **kwargs)
+    set_precision(model, weight_bits=eval_bits, act_bits=eval_bits)
+    return get_precision(model)[0]
+
+
 def run(args) -> int:
-    from cycl_bench.pretrain.data import check_data_name
+    from cycl_bench.logging.console import precision_label
+    from cycl_bench.logging.library_output import library_output
     from cycl_bench.registry import BACKBONES, BENCHMARKS
+    from cycl_bench.runner import check_pretraining_source
 
     given = {name: getattr(args, f"config_{name}") for name in CONFIG_OPTIONS.values()}
     config = PretrainConfig(**{name: value for name, value in given.items() if value is not None})
     BACKBONES.get(args.backbone)  # fail on a bad name before loading any data
-    check_data_name(config.data)
+    check_pretraining_source(config)
     options = {"data_root": args.data_root} if args.data_root else {}
     stream = BENCHMARKS.build(args.benchmark, data=args.data, seed=args.seed, **options)
 
     from cycl_bench.pretrain.run import pretrain
 
-    result = pretrain(
-        config,
-        backbone=args.backbone,
-        stream=stream,
-        seed=args.seed,
-        out_dir=args.out,
-        cache_dir=args.cache_dir or default_cache_dir(),
-        fast=args.fast,
-        data_root=args.data_root,
-    )
+    with library_output(args.out / LOG_FILE, verbose=args.verbose):
+        result = pretrain(
+            config,
+            backbone=args.backbone,
+            stream=stream,
+            seed=args.seed,
+            out_dir=args.out,
+            cache_dir=args.cache_dir or default_cache_dir(),
+            fast=args.fast,
+            data_root=args.data_root,
+        )
+    bits = precision_label(deployed_bits(args.backbone, result.backbone_kwargs, config.eval_bits))
     origin = "reused from the cache" if result.from_cache else "trained"
     print(f"pretrained {args.backbone} on {stream.name} ({stream.source} data): {origin}")
     print(f"  checkpoint     {result.checkpoint}")
     print(f"  metrics        {result.metrics_csv}")
     if result.schedule_png:
         print(f"  schedule plot  {result.schedule_png}")
-    print(f"  {config.eval_bits}-bit val accuracy  {result.val_accuracy:.4f}")
+    print(f"  {bits} val accuracy  {result.val_accuracy:.4f}")
     print(
         f"  training cost  {result.train_bitops:.3e} BitOPs over {result.steps} steps "
         f"({result.reduction_vs_fp32:.2%} less than FP32 training)"

@@ -5,7 +5,9 @@ natural order; the session folder named `test` is the shared test set.
 NC (`core50_nc`): `PATH/<class>/*.png|jpg`; the classes, in an order drawn from the stream
 seed, are split into experiences by the `split` option (`2`: two classes per experience, or
 sizes such as `4,2,2`); a `test_fraction` of every class, drawn with the same seed, is held out.
-Images are read once, converted to RGB and resized to `image_size` x `image_size`.
+Building the stream reads only each image's header (a file that is not an image is refused by
+name); the pixels are decoded on first use, converted to RGB, resized to `image_size` x
+`image_size` and kept, so summarizing a stream (`data`) costs no decoding.
 """
 
 from __future__ import annotations
@@ -174,25 +176,54 @@ def plan_folder_nc(name: str, root: Path, seed: int, options: dict) -> Plan:
 # ---------------------------------------------------------------- reading and building
 
 
-def read_images(files: list[Path], image_size: int) -> torch.Tensor:
-    """uint8 (N, 3, S, S); an unreadable file is named in the error."""
-    images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
-    for index, path in enumerate(files):
+def _unreadable(path: Path, error: Exception) -> UserError:
+    return UserError(f"cannot read image {path} ({error}); fix or remove it")
+
+
+def check_images(files: list[Path]) -> None:
+    """Every file opens as an image (its header only: no pixel is decoded)."""
+    for path in files:
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-                images[index] = np.asarray(image)
+            with Image.open(path):
+                pass
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise UserError(f"cannot read image {path} ({error}); fix or remove it") from None
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+            raise _unreadable(path, error) from None
 
 
-def _labelled(
-    tree: dict[str, list[Path]], label_of: dict[str, int], size: int
-) -> ImageTensorDataset:
+def read_image(path: Path, image_size: int) -> torch.Tensor:
+    """uint8 (3, S, S); an unreadable file is named in the error."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            pixels = np.array(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise _unreadable(path, error) from None
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+class FolderImages(ImageTensorDataset):
+    """Image files as an `ImageTensorDataset` whose images are decoded on first use, then kept."""
+
+    def __init__(self, files: list[Path], targets: list[int], image_size: int):
+        super().__init__(
+            torch.empty(len(files), 3, image_size, image_size, dtype=torch.uint8), targets
+        )
+        self.files = list(files)
+        self.image_size = image_size
+        self.decoded = torch.zeros(len(files), dtype=torch.bool)
+
+    def __getitem__(self, index: int):
+        if not self.decoded[index]:
+            self.images[index] = read_image(self.files[index], self.image_size)
+            self.decoded[index] = True
+        return super().__getitem__(index)
+
+
+def _labelled(tree: dict[str, list[Path]], label_of: dict[str, int], size: int) -> FolderImages:
     files = [f for name in tree for f in tree[name]]
     labels = [label_of[name] for name in tree for _ in tree[name]]
-    return ImageTensorDataset(read_images(files, size), labels)
+    check_images(files)
+    return FolderImages(files, labels, size)
 
 
 def build_folder_stream(plan: Plan) -> Stream:

@@ -2,22 +2,26 @@
 leaderboard. One definition serves all of them.
 
 Every derived number (final accuracy, forgetting, BWT, summary mean/std) can be recomputed from
-the raw accuracy matrices and test sizes: `derived_mismatches` does exactly that.
+the raw accuracy matrices and test sizes: `derived_mismatches` does exactly that. Every number is
+finite (pydantic's `allow_inf_nan=False`, also inside the free-form parts), and `load_results`
+refuses a file whose numbers its own raw data does not give.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from cycl_bench.errors import UserError
 from cycl_bench.evaluation import metrics
 
 SCHEMA_VERSION = 1
+READ_FIX = "give a results/*.json written by `run`"
 DataSource = Literal["real", "synthetic", "folder"]
 
 # per-seed scalars that the summary aggregates (mean and std over seeds)
@@ -34,8 +38,16 @@ SUMMARY_KEYS = (
 MATRIX_KEYS = ("final_accuracy", "average_forgetting", "bwt")
 
 
+# Physical bounds: numbers no run can produce are refused, not numbers that are merely surprising.
+MAX_TRAIN_TIME_S = 365 * 24 * 3600  # a year of training for one seed
+MAX_PEAK_MEMORY_MB = 2.0**24  # 16 TiB, beyond any single machine
+MAX_TRAIN_BITOPS = 1e30  # ~1000x the largest training runs on record, in bit operations
+MAX_MODEL_BYTES = 2**40  # 1 TiB
+MAX_SEED = 2**32 - 1  # what numpy and torch accept as a seed
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class BenchmarkInfo(_Model):
@@ -43,7 +55,7 @@ class BenchmarkInfo(_Model):
     scenario: Literal["ni", "nc"]
     data_source: DataSource
     protocol_hash: str
-    protocol: dict[str, Any] = Field(default_factory=dict)
+    protocol: dict[str, JsonValue] = Field(default_factory=dict)
     n_experiences: int = Field(ge=1)
     test_sizes: list[int]
 
@@ -67,7 +79,7 @@ class PretrainingInfo(_Model):
 
 class MethodInfo(_Model):
     strategy: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, JsonValue] = Field(default_factory=dict)
     backbone: str
     weight_bits: int = Field(ge=1, le=32)
     activation_bits: int = Field(ge=1, le=32)
@@ -76,22 +88,23 @@ class MethodInfo(_Model):
 
 
 class ExperienceCost(_Model):
-    train_time_s: float = Field(ge=0)
-    peak_memory_mb: float = Field(ge=0)
-    train_bitops: float = Field(ge=0)
+    train_time_s: float = Field(ge=0, le=MAX_TRAIN_TIME_S)
+    peak_memory_mb: float = Field(ge=0, le=MAX_PEAK_MEMORY_MB)
+    train_bitops: float = Field(ge=0, le=MAX_TRAIN_BITOPS)
 
 
 class SeedResult(_Model):
-    seed: int
+    seed: int = Field(ge=0, le=MAX_SEED)
     accuracy_matrix: list[list[float]]
     final_accuracy: float = Field(ge=0, le=1)
     average_forgetting: float = Field(ge=-1, le=1)
     bwt: float = Field(ge=-1, le=1)
-    train_time_s: float = Field(ge=0)
-    peak_memory_mb: float = Field(ge=0)
-    train_bitops: float = Field(ge=0)
-    bitops_reduction_vs_fp32: float = Field(le=1)
-    model_size_bytes: int = Field(ge=0)
+    train_time_s: float = Field(ge=0, le=MAX_TRAIN_TIME_S)
+    peak_memory_mb: float = Field(ge=0, le=MAX_PEAK_MEMORY_MB)
+    train_bitops: float = Field(ge=0, le=MAX_TRAIN_BITOPS)
+    # 1 - bitops / FP32 bitops: at most 32 bits per operand, so never negative; below 1
+    bitops_reduction_vs_fp32: float = Field(ge=0, lt=1)
+    model_size_bytes: int = Field(ge=0, le=MAX_MODEL_BYTES)
     per_experience: list[ExperienceCost] = Field(default_factory=list)
 
     @field_validator("accuracy_matrix")
@@ -122,7 +135,7 @@ class Results(_Model):
     method: MethodInfo
     per_seed: list[SeedResult] = Field(min_length=1)
     summary: dict[str, Stat]
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, JsonValue] = Field(default_factory=dict)
 
     # -- derived numbers -------------------------------------------------------------------
 
@@ -161,6 +174,9 @@ def derived_mismatches(results: Results, tolerance: float = 1e-6) -> list[tuple[
             stored = getattr(seed, key)
             if abs(stored - value) > tolerance:
                 problems.append((f"{path}.{key}", f"stored {stored!r}, the matrix gives {value!r}"))
+    for key in results.summary:
+        if key not in SUMMARY_KEYS:
+            problems.append((f"summary.{key}", "not a per-seed number the summary aggregates"))
     for key, stat in Results.summarize(results.per_seed).items():
         stored = results.summary.get(key)
         if stored is None:
@@ -175,33 +191,64 @@ def derived_mismatches(results: Results, tolerance: float = 1e-6) -> list[tuple[
     return problems
 
 
-def load_results(path: str | Path) -> Results:
-    """Read a results file; user errors for a missing file, bad JSON or a newer schema."""
+def load_results(path: str | Path, fix: str = READ_FIX) -> Results:
+    """Read a results file, refusing (UserError: the JSON path, the reason and `fix`) a file that
+    is not JSON, breaks the schema (a NaN, a number out of range) or whose derived numbers its raw
+    data does not give (a summary the seeds do not give, a seed twice)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise UserError(
+                f"{path} uses results schema v{version}, newer than this cycl_bench "
+                f"(v{SCHEMA_VERSION}); upgrade cycl_bench to read it"
+            )
+        results = Results.model_validate(data)
     except FileNotFoundError:
-        raise UserError(f"no results file at {path}") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot read results file {path}: {error}") from None
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        raise UserError(
-            f"{path} uses results schema v{version}, newer than this cycl_bench "
-            f"(v{SCHEMA_VERSION}); upgrade cycl_bench to read it"
-        )
-    try:
-        return Results.model_validate(data)
+        raise UserError(f"no results file at {path}; {fix}") from None
+    except OSError as error:
+        problem = f"cannot read it: {error.strerror or error}"
+    except UnicodeDecodeError:
+        problem = "binary data, not JSON text"
+    except json.JSONDecodeError as error:
+        problem = f"not JSON: {error}"
+    except RecursionError:
+        problem = "nested too deeply for a results file"
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"{path} is not a valid results file: {where}: {first['msg']}") from None
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        problem = f"{where.lstrip('.') or 'the file'}: {first['msg']}"
+    else:
+        problem = _first_problem(results)
+    if problem:
+        raise UserError(f"{path} is not a valid results file ({problem}); {fix}")
+    return results
+
+
+def _first_problem(results: Results) -> str | None:
+    """'where: reason' of the first number its raw data does not give, or of a seed twice."""
+    problems = [
+        (f"per_seed[{index}].seed", f"seed {seed.seed} appears twice")
+        for index, seed in enumerate(results.per_seed)
+        if seed.seed in [s.seed for s in results.per_seed[:index]]
+    ]
+    problems += derived_mismatches(results)
+    if not problems:
+        return None
+    where, reason = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{where}: {reason}{more}"
 
 
 def write_results(results: Results, path: str | Path) -> Path:
+    """Write `path` atomically: a stop at any moment leaves the previous file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(results.model_dump_json(indent=2))
+    with open(tmp, "w", encoding="utf-8") as file:
+        file.write(results.model_dump_json(indent=2))
+        file.flush()
+        os.fsync(file.fileno())  # on disk before it replaces the previous file
     tmp.replace(path)
     return path

@@ -1,4 +1,4 @@
-"""Where results go besides the results file: Weights & Biases runs and console tables."""
+"""Where output goes besides the results file: W&B runs, console tables, the library log file."""
 
 from cycl_bench.logging.wandb_run import (
     WANDB_MODES,

@@ -28,6 +28,11 @@ SYNTHETIC_NOTE = (
 )
 
 
+def precision_label(bits: int) -> str:
+    """'1-bit', or '32-bit (float)': a model without quantized layers computes at 32 bits."""
+    return f"{bits}-bit (float)" if bits == 32 else f"{bits}-bit"
+
+
 def format_stat(stat: Stat | None, *, scale: float = 1.0, decimals: int = 1, seeds: int = 2) -> str:
     """'63.2 +- 1.4'; the mean alone for a single seed (no spread to show); 'n/a' if missing."""
     if stat is None:
