@@ -156,3 +156,98 @@ def test_the_shipped_submissions_build(tmp_path, monkeypatch):
         "core50_nc.html",
         "core50_ni.html",
     }
+
+
+# -- the output folder: only a site that a build made is ever replaced ---------------------------
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>"
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def build(submissions: Path, out: Path) -> int:
+    return main(["leaderboard", "build", "--submissions", str(submissions), "--out", str(out)])
+
+
+@pytest.fixture
+def repository(tmp_path, monkeypatch):
+    """A checkout's leaderboard/ folder: a README and one valid submission."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "leaderboard").mkdir()
+    (tmp_path / "leaderboard" / "README.md").write_text("how to submit\n")
+    write_submission(tmp_path / "leaderboard" / "submissions", make_submission("Kept"))
+    return tmp_path
+
+
+def test_build_into_the_leaderboard_folder_is_refused_and_touches_nothing(repository, capsys):
+    before = snapshot(repository)
+    assert main(["leaderboard", "build", "--out", "leaderboard"]) == 2
+    assert "overlaps the submissions folder" in capsys.readouterr().err
+    assert snapshot(repository) == before
+
+
+def test_build_into_a_folder_of_other_files_is_refused_and_touches_nothing(repository, capsys):
+    other = repository / "docs"
+    other.mkdir()
+    (other / "notes.md").write_text("mine\n")
+    before = snapshot(repository)
+    assert build(repository / "leaderboard" / "submissions", other) == 2
+    err = capsys.readouterr().err
+    assert "holds files that no leaderboard build made" in err and "Traceback" not in err
+    assert snapshot(repository) == before
+
+
+def test_build_into_a_folder_inside_the_submissions_is_refused(repository, capsys):
+    submissions = repository / "leaderboard" / "submissions"
+    assert build(submissions, submissions / "site") == 2
+    assert "overlaps the submissions folder" in capsys.readouterr().err
+    assert not (submissions / "site").exists()
+
+
+def test_build_into_a_file_or_a_link_is_refused(repository, capsys):
+    submissions = repository / "leaderboard" / "submissions"
+    a_file = repository / "site.html"
+    a_file.write_text("mine\n")
+    assert build(submissions, a_file) == 2
+    assert a_file.read_text() == "mine\n"
+    elsewhere = repository / "elsewhere"
+    elsewhere.mkdir()
+    link = repository / "site"
+    link.symlink_to(elsewhere)
+    assert build(submissions, link) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_build_fills_an_empty_folder_and_replaces_the_site_it_made(repository):
+    submissions = repository / "leaderboard" / "submissions"
+    out = repository / "site"
+    out.mkdir()
+    assert build(submissions, out) == 0
+    (out / "stale.html").write_text("left by the first build\n")
+    assert build(submissions, out) == 0
+    assert not (out / "stale.html").exists()
+    assert (out / "core50_nc" / "kept.html").is_file()
+    assert [p.name for p in repository.iterdir() if p.name.startswith(".site")] == []
+
+
+def test_a_failing_build_leaves_the_previous_site_as_it_was(repository, monkeypatch):
+    from cycl_bench.leaderboard import site
+
+    submissions = repository / "leaderboard" / "submissions"
+    out = repository / "site"
+    assert build(submissions, out) == 0
+    before = snapshot(out)
+
+    def broken(submissions, out):
+        (out / "half.html").write_text("half a site\n")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(site, "_render", broken)
+    with pytest.raises(RuntimeError):
+        build(submissions, out)
+    assert snapshot(out) == before
+    assert [p.name for p in repository.iterdir() if p.name.startswith(".site")] == []

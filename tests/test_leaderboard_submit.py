@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 from test_leaderboard_support import class_incremental_matrix, make_results
 
@@ -82,3 +83,58 @@ def test_submit_refuses_a_non_http_link(tmp_path, capsys):
     )
     assert code == 2
     assert "--paper-url" in capsys.readouterr().err
+
+
+def test_submit_never_writes_through_a_symbolic_link(tmp_path, capsys):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not a submission\n")
+    entry = tmp_path / "submissions" / "core50_nc" / "linked.json"
+    entry.parent.mkdir(parents=True)
+    entry.symlink_to(outside)
+    code = submit(tmp_path, results_file(tmp_path), "--name", "Linked", "--update")
+    assert code == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert outside.read_text() == "not a submission\n"
+
+
+def test_submit_never_writes_into_a_linked_benchmark_folder(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "submissions" / "core50_nc").symlink_to(elsewhere)
+    assert submit(tmp_path, results_file(tmp_path), "--name", "Moved") == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_submit_refuses_a_folder_in_the_entrys_place(tmp_path, capsys):
+    (tmp_path / "submissions" / "core50_nc" / "taken.json").mkdir(parents=True)
+    assert submit(tmp_path, results_file(tmp_path), "--name", "Taken", "--update") == 2
+    assert "not a file" in capsys.readouterr().err
+
+
+def test_a_failing_update_leaves_the_existing_entry_as_it_was(tmp_path, capsys):
+    assert submit(tmp_path, results_file(tmp_path), "--name", "Stable") == 0
+    path = tmp_path / "submissions" / "core50_nc" / "stable.json"
+    before = path.read_bytes()
+    synthetic = results_file(tmp_path, data_source="synthetic")
+    assert submit(tmp_path, synthetic, "--name", "Stable", "--update") == 1
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["stable.json"]
+
+
+def test_submit_refuses_results_with_an_impossible_cost(tmp_path, capsys):
+    result = results_file(tmp_path)
+    data = json.loads(result.read_text())
+    data["per_seed"][0]["peak_memory_mb"] = 0.0
+    memory = [seed["peak_memory_mb"] for seed in data["per_seed"]]
+    data["summary"]["peak_memory_mb"] = {
+        "mean": statistics.fmean(memory),
+        "std": statistics.stdev(memory),
+    }
+    result.write_text(json.dumps(data))
+    assert submit(tmp_path, result, "--name", "Free lunch") != 0
+    printed = capsys.readouterr()
+    assert "per_seed[0].peak_memory_mb" in printed.out + printed.err
+    assert "Traceback" not in printed.err
+    assert not (tmp_path / "submissions" / "core50_nc" / "free-lunch.json").exists()

@@ -1,23 +1,28 @@
 """Builders shared by the leaderboard tests: consistent results files made with the real schema.
 
-Every derived number is computed by the package's own `seed_metrics` and `Results.summarize`,
-so a file built here passes validation unless a test breaks it on purpose.
+The per-seed matrix metrics come from the package's `seed_metrics` (tested on their own in
+test_metrics.py); the summary is the mean and sample standard deviation of the seeds, computed
+here with the standard library, so the validator's recomputation is checked against numbers it
+did not produce. A file built here passes validation unless a test breaks it on purpose.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import statistics
 from pathlib import Path
 
 from cycl_bench import __version__
-from cycl_bench.config import shipped_protocol_hash
+from cycl_bench.config import shipped_protocol, shipped_protocol_hash
 from cycl_bench.evaluation.results import (
+    SUMMARY_KEYS,
     BenchmarkInfo,
     MethodInfo,
     PretrainingInfo,
     Results,
     SeedResult,
+    Stat,
     seed_metrics,
 )
 from cycl_bench.leaderboard.submission import slugify
@@ -77,6 +82,7 @@ def make_results(
             scenario="nc",
             data_source=data_source,
             protocol_hash=shipped_protocol_hash(benchmark),
+            protocol=shipped_protocol(benchmark),
             n_experiences=len(matrices[0]),
             test_sizes=test_sizes,
         ),
@@ -91,8 +97,18 @@ def make_results(
             ),
         ),
         per_seed=per_seed,
-        summary=Results.summarize(per_seed),
+        summary=summary_of(per_seed),
     )
+
+
+def summary_of(per_seed: list[SeedResult]) -> dict[str, Stat]:
+    """Mean and sample standard deviation over seeds of every per-seed scalar."""
+    summary = {}
+    for key in SUMMARY_KEYS:
+        values = [getattr(seed, key) for seed in per_seed]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary[key] = Stat(mean=statistics.fmean(values), std=std)
+    return summary
 
 
 def make_submission(

@@ -12,7 +12,8 @@ import pytest
 from test_leaderboard_support import make_claimed, make_submission, write_submission
 
 from cycl_bench.cli import main
-from cycl_bench.leaderboard.validate import validate
+from cycl_bench.data.base import protocol_hash
+from cycl_bench.leaderboard.validate import submission_files, validate
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "leaderboard" / "submissions"
@@ -64,7 +65,7 @@ def test_nan_fails(tmp_path):
     data["results"]["per_seed"][0]["train_time_s"] = float("nan")
     path = write_submission(tmp_path, data)
     assert "NaN" in path.read_text()
-    assert_fails(path, "$.results.per_seed[0].train_time_s", "not a finite number")
+    assert_fails(path, "$.results.per_seed[0].train_time_s", "finite number")
 
 
 def test_synthetic_results_are_refused(tmp_path):
@@ -170,7 +171,7 @@ def test_an_unknown_schema_version_fails(tmp_path):
     data = make_submission()
     data["submission_version"] = 2
     path = write_submission(tmp_path, data)
-    assert_fails(path, "$.submission_version", "must be 1")
+    assert_fails(path, "$.submission_version", "Input should be 1")
 
 
 def _git(folder: Path, *args: str) -> None:
@@ -218,7 +219,7 @@ def test_an_unchanged_entry_passes_the_base_check(committed_entry):
 
 def test_cli_validate_prints_each_failure_and_exits_1(tmp_path, capsys):
     good = write_submission(tmp_path, make_submission(name="Good"))
-    data = make_submission(name="Bad", n_seeds=2, data_source="synthetic")
+    data = make_submission(name="Bad", level=0.6, n_seeds=2, data_source="synthetic")
     bad = write_submission(tmp_path, data)
     assert main(["leaderboard", "validate", str(good), str(bad)]) == 1
     out = capsys.readouterr().out
@@ -239,3 +240,295 @@ def test_cli_validate_passes_a_folder_of_good_files(tmp_path, capsys):
 def test_cli_validate_with_an_unknown_base_is_a_user_error(committed_entry, capsys):
     assert main(["leaderboard", "validate", "--base", "no-such-ref", str(committed_entry)]) == 2
     assert "unknown git ref 'no-such-ref'" in capsys.readouterr().err
+
+
+# -- numbers: finite and physically possible ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("bitops_reduction_vs_fp32", -1e300, "greater than or equal to 0"),
+        ("bitops_reduction_vs_fp32", 1.0, "less than 1"),
+        ("peak_memory_mb", 0.0, "greater than or equal to 1"),
+        ("peak_memory_mb", 1e12, "less than or equal to"),
+        ("train_bitops", 1e-300, "greater than or equal to 1"),
+        ("train_bitops", 1e300, "less than or equal to"),
+        ("train_time_s", 0.0, "greater than 0"),
+        ("train_time_s", 1e12, "less than or equal to"),
+        ("model_size_bytes", 0, "greater than or equal to 1"),
+        ("seed", -1, "greater than or equal to 0"),
+    ],
+)
+def test_an_impossible_per_seed_number_is_refused(tmp_path, field, value, words):
+    data = make_submission()
+    data["results"]["per_seed"][0][field] = value
+    path = write_submission(tmp_path, data)
+    assert_fails(path, f"$.results.per_seed[0].{field}", words)
+
+
+def test_a_nan_summary_mean_is_refused_with_its_path(tmp_path):
+    data = make_submission()
+    data["results"]["summary"]["final_accuracy"]["mean"] = float("nan")
+    path = write_submission(tmp_path, data)
+    assert '"mean": NaN' in path.read_text()
+    assert_fails(path, "$.results.summary.final_accuracy.mean", "finite number")
+
+
+def test_an_infinite_peak_memory_is_refused_with_its_path(tmp_path):
+    data = make_submission()
+    data["results"]["per_seed"][1]["peak_memory_mb"] = float("inf")
+    path = write_submission(tmp_path, data)
+    assert '"peak_memory_mb": Infinity' in path.read_text()
+    assert_fails(path, "$.results.per_seed[1].peak_memory_mb", "finite number")
+
+
+def test_a_nan_inside_the_strategy_parameters_is_refused_with_its_path(tmp_path):
+    data = make_submission()
+    data["results"]["method"]["params"] = {"lr": [0.1, float("nan")]}
+    path = write_submission(tmp_path, data)
+    assert_fails(path, "$.results.method.params.lr[1]", "finite number")
+
+
+def test_an_out_of_range_claimed_number_is_refused(tmp_path):
+    data = make_claimed()
+    data["numbers"]["final_accuracy"] = 1.2
+    path = write_submission(tmp_path, data)
+    assert_fails(path, "$.numbers.final_accuracy", "less than or equal to 1")
+
+
+# -- the summary recomputes from the per-seed rows -----------------------------------------------
+
+
+def with_train_times(times: list[float], mean: float, std: float) -> dict:
+    data = make_submission()
+    for seed, time in zip(data["results"]["per_seed"], times, strict=True):
+        seed["train_time_s"] = time
+    data["results"]["summary"]["train_time_s"] = {"mean": mean, "std": std}
+    return data
+
+
+def test_a_summary_equal_to_the_seeds_by_hand_passes(tmp_path):
+    # 100, 101, 102 s: mean 101; sample std sqrt((1 + 0 + 1) / 2) = 1
+    path = write_submission(tmp_path, with_train_times([100.0, 101.0, 102.0], 101.0, 1.0))
+    assert problems_of(path) == []
+
+
+def test_a_summary_mean_the_seeds_do_not_give_fails(tmp_path):
+    path = write_submission(tmp_path, with_train_times([100.0, 101.0, 102.0], 101.5, 1.0))
+    assert_fails(path, "$.results.summary.train_time_s.mean", "the seeds give 101.0")
+
+
+def test_a_summary_std_the_seeds_do_not_give_fails(tmp_path):
+    # the population std sqrt(2 / 3) is not the sample std the summary holds
+    path = write_submission(tmp_path, with_train_times([100.0, 101.0, 102.0], 101.0, 0.8165))
+    assert_fails(path, "$.results.summary.train_time_s.std", "the seeds give 1.0")
+
+
+def test_an_unknown_summary_key_fails(tmp_path):
+    data = make_submission()
+    data["results"]["summary"]["score"] = {"mean": 1e300, "std": 0.0}
+    path = write_submission(tmp_path, data)
+    assert_fails(path, "$.results.summary.score", "Input should be")
+
+
+# -- JSON and schema -------------------------------------------------------------------------------
+
+
+def test_a_repeated_json_key_fails(tmp_path):
+    path = write_submission(tmp_path, make_submission())
+    text = path.read_text().replace('"fast": false', '"fast": true, "fast": false', 1)
+    path.write_text(text)
+    assert problems_of(path) == [
+        ("$", "key 'fast' appears twice in one JSON object; keep only one")
+    ]
+
+
+@pytest.mark.parametrize("status", [None, "Reproduced", 5])
+def test_a_missing_or_unknown_status_fails_on_the_status(tmp_path, status):
+    data = make_submission()
+    if status is None:
+        del data["status"]
+    else:
+        data["status"] = status
+    path = write_submission(tmp_path, data)
+    assert problems_of(path) == [("$.status", f"must be 'reproduced' or 'claimed', not {status!r}")]
+
+
+def test_the_status_picks_the_schema(tmp_path):
+    data = make_submission()
+    data["status"] = "claimed"
+    path = write_submission(tmp_path, data)
+    assert_fails(path, "$.results", "Extra inputs are not permitted")
+    assert_fails(path, "$.numbers", "Field required")
+
+
+# -- the protocol: present, complete, and hashing to the shipped one ------------------------------
+
+
+def with_protocol(change) -> dict:
+    data = make_submission()
+    change(data["results"]["benchmark"])
+    return data
+
+
+def test_a_missing_protocol_fails(tmp_path):
+    path = write_submission(tmp_path, with_protocol(lambda b: b.pop("protocol")))
+    assert_fails(path, "$.results.benchmark.protocol", "Field required")
+
+
+def test_an_empty_protocol_fails(tmp_path):
+    path = write_submission(tmp_path, with_protocol(lambda b: b.update(protocol={})))
+    assert_fails(path, "$.results.benchmark.protocol", "at least 1 item")
+
+
+def test_a_protocol_that_does_not_hash_to_the_claimed_hash_fails(tmp_path):
+    # the shipped hash kept, the protocol itself changed: a fabricated entry
+    path = write_submission(tmp_path, with_protocol(lambda b: b["protocol"].update(run=3)))
+    assert_fails(path, "$.results.benchmark.protocol", "does not hash to protocol_hash")
+    assert_fails(path, "$.results.benchmark.protocol.run", "the shipped protocol has 0")
+
+
+def test_an_incomplete_protocol_fails_on_the_missing_key(tmp_path):
+    def drop_run(benchmark):
+        del benchmark["protocol"]["run"]
+        benchmark["protocol_hash"] = protocol_hash(benchmark["protocol"])
+
+    path = write_submission(tmp_path, with_protocol(drop_run))
+    assert_fails(path, "$.results.benchmark.protocol.run", "missing; the shipped protocol has 0")
+    assert_fails(path, "$.results.benchmark.protocol_hash", "not the shipped protocol's hash")
+
+
+# -- duplicates: compared as content, not as bytes ------------------------------------------------
+
+
+def test_a_matrix_changed_by_1e_9_is_a_duplicate(tmp_path):
+    original = make_submission(name="Original")
+    copy = make_submission(name="Copy")
+    copy["entry"]["date"] = "2026-02-01"
+    copy["results"]["per_seed"][0]["accuracy_matrix"][0][0] += 1e-9
+    write_submission(tmp_path, original)
+    path = write_submission(tmp_path, copy)
+    assert_fails(path, "$", "duplicate entry: per_seed[0] has the accuracy matrix of per_seed[0]")
+
+
+def test_a_run_under_another_seed_number_is_a_duplicate(tmp_path):
+    write_submission(tmp_path, make_submission(name="Original"))
+    copy = make_submission(name="Relabelled")
+    copy["entry"]["date"] = "2026-02-01"
+    for seed in copy["results"]["per_seed"]:
+        seed["seed"] += 10
+    path = write_submission(tmp_path, copy)
+    assert_fails(path, "$", "duplicate entry")
+
+
+def claim_copy(**changes) -> dict:
+    data = make_claimed(name="Quoted again")
+    data["entry"]["date"] = "2026-02-01"
+    for key, value in changes.items():
+        if key == "url":
+            data["source"]["url"] = value
+        elif key == "final_accuracy":
+            data["numbers"]["final_accuracy"] = value
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"url": "https://example.org/leaderboard?"},
+        {"url": "http://www.Example.org/leaderboard/#top"},
+        {"url": "https://example.org/leaderboard?utm_source=x"},
+        {"strategy": "nаive", "backbone": "Sоme CNN"},  # Cyrillic а and о
+        {"strategy": "ＮＡＩＶＥ"},  # full-width letters
+        {"final_accuracy": 0.1075 + 1e-9},
+    ],
+)
+def test_a_disguised_copy_of_a_claim_is_a_duplicate(tmp_path, changes):
+    write_submission(tmp_path, make_claimed())
+    path = write_submission(tmp_path, claim_copy(**changes))
+    assert_fails(path, "$", "duplicate entry: the same claim")
+
+
+def test_a_claim_of_another_strategy_from_the_same_source_is_not_a_duplicate(tmp_path):
+    write_submission(tmp_path, make_claimed())
+    path = write_submission(tmp_path, claim_copy(strategy="ewc", final_accuracy=0.2622))
+    assert problems_of(path) == []
+
+
+def test_a_look_alike_name_needs_the_file_of_the_name_it_imitates(tmp_path):
+    # 'Nаive' with a Cyrillic 'а' is not a new name: its file is naive.json, the original's
+    data = make_submission(name="Nаive")
+    path = write_submission(tmp_path, data, file_name="nive.json")
+    assert_fails(path, "$", "expected 'naive.json'")
+
+
+def test_the_newer_file_is_reported_not_the_one_it_copies(tmp_path):
+    original = write_submission(tmp_path, make_submission(name="Original"))
+    copy = make_submission(name="Copy")
+    copy["entry"]["date"] = "2026-02-01"
+    path = write_submission(tmp_path, copy)
+    checked = {c.path: c for c in validate(submission_files([tmp_path]))}
+    assert checked[original].ok
+    assert [str(p) for p in checked[path].problems] == [
+        f"$: duplicate entry: per_seed[0] has the accuracy matrix of per_seed[0] in {original}"
+    ]
+
+
+def test_an_entry_on_the_base_branch_is_older_whatever_date_a_copy_claims(tmp_path):
+    _git(tmp_path, "init", "-q", "-b", "main")
+    original_data = make_submission(name="Original")
+    original_data["entry"]["date"] = "2026-06-01"
+    original = write_submission(tmp_path / "submissions", original_data)
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "entry")
+    copy = make_submission(name="Copy")
+    copy["entry"]["date"] = "2020-01-01"  # backdated, to look like the original
+    path = write_submission(tmp_path / "submissions", copy)
+    checked = {c.path: c for c in validate([original, path], base="main")}
+    assert checked[original].ok
+    assert [p.reason for p in checked[path].problems] == [
+        f"duplicate entry: per_seed[0] has the accuracy matrix of per_seed[0] in {original}"
+    ]
+
+
+# -- files: links are reported, never skipped -----------------------------------------------------
+
+
+def test_a_linked_benchmark_folder_is_reported(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    write_submission(elsewhere, make_submission())
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    (submissions / "core50_nc").symlink_to(elsewhere / "core50_nc")
+    checked = validate(submission_files([submissions]))
+    assert [(c.path.name, [str(p) for p in c.problems]) for c in checked] == [
+        ("core50_nc", ["$: symbolic links are not accepted; commit the file itself"])
+    ]
+
+
+def test_a_file_named_inside_a_linked_benchmark_folder_is_refused(tmp_path):
+    target = write_submission(tmp_path / "elsewhere", make_submission())
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "submissions" / "core50_nc").symlink_to(target.parent)
+    path = tmp_path / "submissions" / "core50_nc" / target.name
+    assert problems_of(path) == [("$", "symbolic links are not accepted; commit the file itself")]
+
+
+def test_a_linked_file_in_a_folder_is_reported(tmp_path):
+    target = write_submission(tmp_path / "elsewhere", make_submission(name="Real"))
+    link = tmp_path / "submissions" / "core50_nc" / "real.json"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    checked = validate(submission_files([tmp_path / "submissions"]))
+    assert [(c.path, c.ok) for c in checked] == [(link, False)]
+
+
+def test_cli_validate_reports_a_linked_folder_and_exits_1(tmp_path, capsys):
+    write_submission(tmp_path / "elsewhere", make_submission())
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "submissions" / "core50_nc").symlink_to(tmp_path / "elsewhere" / "core50_nc")
+    assert main(["leaderboard", "validate", str(tmp_path / "submissions")]) == 1
+    assert "symbolic links are not accepted" in capsys.readouterr().out

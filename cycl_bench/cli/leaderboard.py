@@ -41,7 +41,10 @@ def add_arguments(parser):
         help=f"submissions folder (default: {DEFAULT_SUBMISSIONS})",
     )
     build.add_argument(
-        "--out", type=Path, default=Path("leaderboard/site"), help="output folder (replaced)"
+        "--out",
+        type=Path,
+        default=Path("leaderboard/site"),
+        help="output folder: new, empty, or a site an earlier build made (then replaced)",
     )
     build.set_defaults(action_run=run_build)
 
@@ -78,10 +81,26 @@ def run_validate(args) -> int:
     return _report(validate(files, base=base))
 
 
+def _check_apart(out: Path, submissions: Path) -> None:
+    """The site never goes into the submissions folder, nor replaces a folder that holds it."""
+    real_out, real_submissions = out.resolve(), submissions.resolve()
+    if (
+        real_out == real_submissions
+        or real_submissions in real_out.parents
+        or real_out in real_submissions.parents
+    ):
+        raise UserError(
+            f"--out {out} overlaps the submissions folder {submissions}; "
+            "choose a folder outside it, e.g. leaderboard/site"
+        )
+
+
 def run_build(args) -> int:
-    from cycl_bench.leaderboard.site import build_site
+    from cycl_bench.leaderboard.site import build_site, check_output_folder
     from cycl_bench.leaderboard.validate import submission_files, validate
 
+    _check_apart(args.out, args.submissions)
+    check_output_folder(args.out)
     files = submission_files([_default_folder(args.submissions)])
     checked = validate(files)
     if any(not item.ok for item in checked):

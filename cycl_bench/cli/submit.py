@@ -1,12 +1,16 @@
 """`submit RESULT --name ...`: turn a results file into a leaderboard submission file.
 
-The file lands at `leaderboard/submissions/<benchmark>/<slug of the name>.json` and is checked
-exactly as the pull request's CI will check it; a failing submission is not left behind.
+The file lands at `leaderboard/submissions/<benchmark>/<slug of the name>.json` once it passes
+the checks the pull request's CI runs; a failing submission is never written, and an existing
+entry is replaced only with --update.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -70,28 +74,51 @@ def _entry(args):
         raise UserError(f"--{field.replace('_', '-')}: {first['msg']}") from None
 
 
+def _target(submissions: Path, relative: str) -> Path:
+    """Where the entry goes; never through a symbolic link, never over a folder."""
+    path = submissions / relative
+    for part in (path.parent, path):
+        if part.is_symlink():
+            raise UserError(f"{part} is a symbolic link; submissions are plain files and folders")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} exists and is not a file; move it away or choose a --name")
+    return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
+    ) as handle:
+        handle.write(text)
+    os.chmod(handle.name, 0o644)
+    os.replace(handle.name, path)
+
+
 def run(args) -> int:
     from cycl_bench.evaluation.results import load_results
-    from cycl_bench.leaderboard.submission import ReproducedSubmission, entry_file_name
-    from cycl_bench.leaderboard.validate import validate
+    from cycl_bench.leaderboard.submission import SUBMISSION_VERSION, entry_file_name
+    from cycl_bench.leaderboard.validate import validate_new
 
-    submission = ReproducedSubmission(entry=_entry(args), results=load_results(args.result))
-    path = args.submissions / entry_file_name(submission)
-    previous = path.read_bytes() if path.exists() else None
-    if previous is not None and not args.update:
+    entry = _entry(args)
+    results = load_results(args.result)
+    path = _target(args.submissions, entry_file_name(results.benchmark.name, entry.name))
+    if path.exists() and not args.update:
         raise UserError(f"{path} already exists; pass --update to replace it or choose a --name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(submission.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    (checked,) = validate([path])
-    if checked.ok:
-        print(f"wrote {path}")
-        print("next: commit it and open a pull request; CI runs `leaderboard validate` on it")
-        return 0
-    if previous is None:
-        path.unlink()
-    else:
-        path.write_bytes(previous)
-    print(f"not submitted: {args.result} fails the leaderboard checks")
-    for problem in checked.problems:
-        print(f"  {problem}")
-    return 1
+    submission = {
+        "submission_version": SUBMISSION_VERSION,
+        "status": "reproduced",
+        "entry": entry.model_dump(mode="json"),
+        "results": results.model_dump(mode="json"),
+    }
+    text = json.dumps(submission, indent=2, ensure_ascii=False) + "\n"
+    checked = validate_new(path, text.encode("utf-8"))
+    if not checked.ok:
+        print(f"not submitted: {args.result} fails the leaderboard checks")
+        for problem in checked.problems:
+            print(f"  {problem}")
+        return 1
+    _write_atomically(path, text)
+    print(f"wrote {path}")
+    print("next: commit it and open a pull request; CI runs `leaderboard validate` on it")
+    return 0

@@ -2,11 +2,16 @@
 
 The site works from file:// with no network: local CSS/JS, tables rendered into the HTML,
 charts as inline SVG. Jinja2 autoescaping covers every value that comes from a submission.
+
+A build replaces only a folder that an earlier build made (it carries STAMP) or an empty one:
+anything else is someone's files, and the build refuses to touch it.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
@@ -15,11 +20,14 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from cycl_bench import __version__
+from cycl_bench.errors import UserError
 from cycl_bench.evaluation import metrics
 from cycl_bench.evaluation.results import SUMMARY_KEYS
 from cycl_bench.leaderboard import svg
 from cycl_bench.leaderboard.submission import ReproducedSubmission, Submission
 from cycl_bench.leaderboard.table import Row, ranked, row_of, to_csv, to_json
+
+STAMP = ".cycl-bench-site"
 
 
 @dataclass
@@ -82,11 +90,43 @@ def _entry_charts(submission: ReproducedSubmission) -> dict[str, str]:
     return {"heatmap": svg.heatmap(mean_matrix), "curve": svg.accuracy_curve(curves)}
 
 
+def check_output_folder(out: Path) -> None:
+    """Raise UserError unless `out` is absent, empty, or a site an earlier build made."""
+    if out.is_symlink():
+        raise UserError(f"--out {out} is a symbolic link; give a real folder for the site")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the site")
+    if out.is_dir() and any(out.iterdir()) and not (out / STAMP).is_file():
+        raise UserError(
+            f"--out {out} holds files that no leaderboard build made; "
+            "give a new or empty folder (a build replaces only a site it made)"
+        )
+
+
 def build_site(submissions: list[tuple[Path, Submission]], out: Path) -> list[Path]:
-    """Write the site into `out` (replacing what a previous build left); returns the pages."""
+    """Write the site into `out` and return its pages.
+
+    The site is built in a new folder next to `out` and moved into place at the end, so a
+    failed build leaves `out` as it was. Raises UserError when `out` is not ours to replace.
+    """
+    check_output_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a site is for reading
+    try:
+        pages = _render(submissions, staging)
+        (staging / STAMP).write_text("built by `cycl_bench leaderboard build`\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [out / page.relative_to(staging) for page in pages]
+
+
+def _render(submissions: list[tuple[Path, Submission]], out: Path) -> list[Path]:
     env = _environment()
-    if out.exists():
-        shutil.rmtree(out)
     _copy_static(out)
     by_benchmark: dict[str, list[Entry]] = defaultdict(list)
     for path, submission in submissions:

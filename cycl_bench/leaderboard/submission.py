@@ -1,8 +1,9 @@
 """The two kinds of submission file and how an entry's file name follows from its content.
 
-Reproduced entries embed a full results file (schema v1 of `cycl_bench.evaluation.results`):
-the site shows only numbers recomputed from its raw accuracy matrices. Claimed entries quote
-summary numbers from a paper or an external leaderboard, with the source and what it measured.
+Reproduced entries embed a full results file (schema v1 of `cycl_bench.evaluation.results`, as
+tightened in `accepted`): the site shows only numbers recomputed from its raw accuracy matrices.
+Claimed entries quote summary numbers from a paper or an external leaderboard, with the source
+and what it measured.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import unicodedata
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from cycl_bench.errors import UserError
-from cycl_bench.evaluation.results import Results
+from cycl_bench.leaderboard.accepted import AcceptedResults
+from cycl_bench.leaderboard.likeness import latin_lookalike
 
 SUBMISSION_VERSION = 1
 MAX_NAME_LENGTH = 80
@@ -44,7 +46,7 @@ def _entry_name(name: str) -> str:
     return name
 
 
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+HttpUrl = Annotated[str, Field(max_length=2000), AfterValidator(_http_url)]
 EntryName = Annotated[
     str, Field(min_length=1, max_length=MAX_NAME_LENGTH), AfterValidator(_entry_name)
 ]
@@ -52,7 +54,7 @@ Text = Annotated[str, Field(max_length=2000)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class EntryInfo(_Model):
@@ -74,7 +76,7 @@ class ReproducedSubmission(_Model):
     submission_version: Literal[1] = SUBMISSION_VERSION
     status: Literal["reproduced"] = "reproduced"
     entry: EntryInfo
-    results: Results
+    results: AcceptedResults
 
     @property
     def benchmark(self) -> str:
@@ -88,7 +90,7 @@ class ClaimedNumbers(_Model):
     final_accuracy_std: float | None = Field(default=None, ge=0, le=1)
     average_forgetting: float | None = Field(default=None, ge=-1, le=1)
     bwt: float | None = Field(default=None, ge=-1, le=1)
-    runs: int | None = Field(default=None, ge=1)
+    runs: int | None = Field(default=None, ge=1, le=10_000)
 
 
 class ClaimSource(_Model):
@@ -100,7 +102,7 @@ class ClaimedSubmission(_Model):
     submission_version: Literal[1] = SUBMISSION_VERSION
     status: Literal["claimed"] = "claimed"
     entry: EntryInfo
-    benchmark: str
+    benchmark: Annotated[str, Field(max_length=100)]
     strategy: Annotated[str, Field(min_length=1, max_length=100)]
     backbone: Annotated[str, Field(min_length=1, max_length=100)]
     weight_bits: int = Field(ge=1, le=32)
@@ -114,19 +116,26 @@ class ClaimedSubmission(_Model):
     same_protocol: bool
 
 
-Submission = ReproducedSubmission | ClaimedSubmission
+# the `status` field says which schema applies
+Submission = Annotated[ReproducedSubmission | ClaimedSubmission, Field(discriminator="status")]
+SUBMISSION = TypeAdapter(Submission)
 
 
 def slugify(name: str) -> str:
-    """A safe file stem: ASCII lower-case letters, digits and single dashes."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    """A safe file stem: ASCII lower-case letters, digits and single dashes.
+
+    Look-alike letters count as the Latin ones they imitate, so 'Nаive' written with a Cyrillic
+    'а' needs the same file as 'Naive'.
+    """
+    folded = unicodedata.normalize("NFKD", latin_lookalike(name))
+    ascii_name = folded.encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
     return slug[:MAX_NAME_LENGTH].strip("-")
 
 
-def entry_file_name(submission: Submission) -> str:
+def entry_file_name(benchmark: str, name: str) -> str:
     """`<benchmark>/<slug of the entry name>.json`, relative to the submissions folder."""
-    slug = slugify(submission.entry.name)
+    slug = slugify(name)
     if not slug:
-        raise UserError(f"entry name {submission.entry.name!r} needs a letter or digit")
-    return f"{submission.benchmark}/{slug}.json"
+        raise UserError(f"entry name {name!r} needs a letter or digit")
+    return f"{benchmark}/{slug}.json"

@@ -1,15 +1,16 @@
 """Check submission files: every failure is reported with its JSON path and a one-line reason.
 
 Reproduced entries must be real-data runs of registered components on the shipped protocol,
-with at least three seeds, and every derived number must follow from the raw accuracy matrices.
-Claimed entries are checked for shape, sources and links only.
+with at least three seeds, every number finite and within its physical range (see `accepted`),
+and every derived number must follow from the raw accuracy matrices. Claimed entries are checked
+for shape, ranges, sources and links. No entry may repeat another one, however it is disguised.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,9 @@ from pydantic import ValidationError
 from cycl_bench.errors import UserError
 from cycl_bench.evaluation.results import derived_mismatches
 from cycl_bench.leaderboard import history
+from cycl_bench.leaderboard.likeness import comparable_text, comparable_url
 from cycl_bench.leaderboard.submission import (
-    SUBMISSION_VERSION,
+    SUBMISSION,
     ClaimedSubmission,
     ReproducedSubmission,
     Submission,
@@ -30,13 +32,24 @@ from cycl_bench.leaderboard.submission import (
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MIN_SEEDS = 3
+MAX_PROBLEMS = 20  # per file: a hostile file can break thousands of fields
+MAX_TEXT = 300  # characters of a path or reason: hostile keys and values can be megabytes
+DUPLICATE_TOLERANCE = 1e-6  # numbers closer than this are the same number
 ROOT = "$"
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
 @dataclass(frozen=True)
 class Problem:
     where: str  # JSON path inside the file, "$" for the file as a whole
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "where", _shorten(self.where))
+        object.__setattr__(self, "reason", _shorten(self.reason))
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
@@ -56,64 +69,102 @@ class Checked:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def _json_path(location: Iterable[Any]) -> str:
-    path = ROOT
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects whose keys repeat are refused (Python's json would keep the last one)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _RepeatedKey(key)
+        data[key] = value
+    return data
+
+
+def _json_path(location: Iterable[Any], data: Any) -> str:
+    """The JSON path of a pydantic error location, followed through the data itself: the tags
+    pydantic adds for unions (the `status`, 'list', 'float', ...) are not in the file."""
+    path, node = ROOT, data
     for part in location:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            path, node = f"{path}.{part}", node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path, node = f"{path}[{part}]", node[part]
     return path
 
 
-def _non_finite(value: Any, path: str = ROOT) -> Iterator[Problem]:
-    if isinstance(value, float) and not math.isfinite(value):
-        yield Problem(path, f"{value} is not a finite number")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _non_finite(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _non_finite(item, f"{path}[{index}]")
+def _problem(error: dict[str, Any], data: Any) -> Problem:
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        found = data.get("status") if isinstance(data, dict) else None
+        return Problem("$.status", f"must be 'reproduced' or 'claimed', not {found!r}")
+    location, reason = error["loc"], error["msg"]
+    if error["type"] == "missing":  # the key is not in the data: the walk cannot reach it
+        return Problem(f"{_json_path(location[:-1], data)}.{location[-1]}", reason)
+    value = error.get("input")
+    if isinstance(value, int | float | str | bool):
+        reason += f" (found {value!r})"
+    return Problem(_json_path(location, data), reason)
 
 
 def parse_submission(data: Any) -> tuple[Submission | None, list[Problem]]:
-    """Schema and types: the submission, or the problems that stop it from being one."""
-    if not isinstance(data, dict):
-        return None, [Problem(ROOT, "a submission is a JSON object")]
-    problems = list(_non_finite(data))
-    if problems:
-        return None, problems
-    version = data.get("submission_version")
-    if version != SUBMISSION_VERSION:
-        reason = f"submission_version must be {SUBMISSION_VERSION}, not {version!r}"
-        return None, [Problem("$.submission_version", reason)]
-    kinds = {"reproduced": ReproducedSubmission, "claimed": ClaimedSubmission}
-    kind = kinds.get(data.get("status"))
-    if kind is None:
-        reason = f"status must be 'reproduced' or 'claimed', not {data.get('status')!r}"
-        return None, [Problem("$.status", reason)]
+    """Schema, types and ranges: the submission, or the problems that stop it from being one."""
     try:
-        return kind.model_validate(data), []
+        return SUBMISSION.validate_python(data), []
     except ValidationError as error:
-        return None, [Problem(_json_path(e["loc"]), e["msg"]) for e in error.errors()]
+        errors = error.errors()
+        problems = [_problem(e, data) for e in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(Problem(ROOT, f"and {len(errors) - MAX_PROBLEMS} more problems"))
+        return None, problems
+
+
+def parse_bytes(raw: bytes) -> tuple[Submission | None, list[Problem]]:
+    """UTF-8 JSON with unique keys and real Unicode text, then the schema."""
+    try:
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeDecodeError:
+        return None, [Problem(ROOT, "not UTF-8 text; save the file as UTF-8 JSON")]
+    except UnicodeEncodeError:
+        reason = "a string holds a lone surrogate escape (\\ud800-\\udfff); write the character"
+        return None, [Problem(ROOT, reason)]
+    except _RepeatedKey as error:
+        reason = f"key {error.args[0]!r} appears twice in one JSON object; keep only one"
+        return None, [Problem(ROOT, reason)]
+    except RecursionError:
+        return None, [Problem(ROOT, "JSON nested too deeply")]
+    except ValueError as error:  # json.JSONDecodeError, or an integer with thousands of digits
+        return None, [Problem(ROOT, f"not valid JSON: {error}")]
+    return parse_submission(data)
+
+
+def _size_problem(size: int) -> list[Problem]:
+    if size <= MAX_FILE_BYTES:
+        return []
+    cap = MAX_FILE_BYTES // 2**20
+    return [Problem(ROOT, f"file is {size / 2**20:.1f} MiB; submissions are capped at {cap} MiB")]
 
 
 def read_submission(path: Path) -> tuple[Submission | None, list[Problem]]:
-    """Size first (a huge file is never parsed), then JSON, then the schema."""
-    if path.is_symlink():
+    """Links and special files first, then the size (a huge file is never read), then the rest."""
+    if path.is_symlink() or path.parent.is_symlink():  # the file, or its benchmark folder
         return None, [Problem(ROOT, "symbolic links are not accepted; commit the file itself")]
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as error:
         return None, [Problem(ROOT, f"cannot read the file: {error.strerror}")]
-    if size > MAX_FILE_BYTES:
-        cap = MAX_FILE_BYTES // 2**20
-        reason = f"file is {size / 2**20:.1f} MiB; submissions are capped at {cap} MiB"
-        return None, [Problem(ROOT, reason)]
+    if not stat.S_ISREG(info.st_mode):
+        return None, [Problem(ROOT, "not a regular file; a submission is one JSON file")]
+    too_big = _size_problem(info.st_size)
+    if too_big:
+        return None, too_big
     try:
-        return parse_submission(json.loads(path.read_bytes()))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return None, [Problem(ROOT, f"not valid JSON: {error}")]
-    except RecursionError:
-        return None, [Problem(ROOT, "JSON nested too deeply")]
+        raw = path.read_bytes()
+    except OSError as error:
+        return None, [Problem(ROOT, f"cannot read the file: {error.strerror}")]
+    return parse_bytes(raw)
 
 
 # -- checks on one submission ------------------------------------------------------------------
@@ -139,10 +190,42 @@ def _registered(kind: str, name: str) -> bool:
     return name in getattr(registry, kind).names()
 
 
-def _check_reproduced(submission: ReproducedSubmission) -> list[Problem]:
-    from cycl_bench.config import shipped_protocol_hash
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _check_protocol(benchmark) -> list[Problem]:
+    """The stored protocol hashes to the stored hash, and both are the shipped protocol's."""
+    from cycl_bench.config import shipped_protocol
     from cycl_bench.data.base import protocol_hash
 
+    where = "$.results.benchmark"
+    problems = []
+    if protocol_hash(benchmark.protocol) != benchmark.protocol_hash:
+        reason = f"does not hash to protocol_hash '{benchmark.protocol_hash}'"
+        problems.append(Problem(f"{where}.protocol", reason))
+    shipped = shipped_protocol(benchmark.name)
+    if benchmark.protocol_hash != protocol_hash(shipped):
+        reason = (
+            f"'{benchmark.protocol_hash}' is not the shipped protocol's hash "
+            f"'{protocol_hash(shipped)}'"
+        )
+        problems.append(Problem(f"{where}.protocol_hash", reason))
+    stored = benchmark.protocol
+    for key in sorted(shipped.keys() | stored.keys()):
+        if key not in stored:
+            reason = f"missing; the shipped protocol has {_canonical(shipped[key])}"
+        elif key not in shipped:
+            reason = "not part of the shipped protocol"
+        elif _canonical(stored[key]) != _canonical(shipped[key]):
+            reason = f"the shipped protocol has {_canonical(shipped[key])}"
+        else:
+            continue
+        problems.append(Problem(f"{where}.protocol.{key}", reason))
+    return problems
+
+
+def _check_reproduced(submission: ReproducedSubmission) -> list[Problem]:
     results = submission.results
     benchmark, method = results.benchmark, results.method
     problems = []
@@ -160,13 +243,7 @@ def _check_reproduced(submission: ReproducedSubmission) -> list[Problem]:
         if not _registered(kind, name):
             problems.append(Problem(f"$.{where}", f"'{name}' is not a registered name"))
     if _registered("BENCHMARKS", benchmark.name):
-        shipped = shipped_protocol_hash(benchmark.name)
-        if benchmark.protocol_hash != shipped:
-            reason = f"'{benchmark.protocol_hash}' is not the shipped protocol's hash '{shipped}'"
-            problems.append(Problem("$.results.benchmark.protocol_hash", reason))
-    if benchmark.protocol and protocol_hash(benchmark.protocol) != benchmark.protocol_hash:
-        reason = "does not hash to results.benchmark.protocol_hash"
-        problems.append(Problem("$.results.benchmark.protocol", reason))
+        problems.extend(_check_protocol(benchmark))
     if benchmark.data_source != "real":
         reason = f"'{benchmark.data_source}' data; only runs on real data are accepted"
         problems.append(Problem("$.results.benchmark.data_source", reason))
@@ -201,49 +278,86 @@ def check_submission(path: Path, submission: Submission) -> list[Problem]:
 # -- checks across files -------------------------------------------------------------------------
 
 
-def fingerprint(submission: Submission) -> str:
-    """Equal for two files that carry the same run (or the same quoted claim)."""
-    if isinstance(submission, ReproducedSubmission):
-        key: Any = [
-            submission.benchmark,
-            [[seed.seed, seed.accuracy_matrix] for seed in submission.results.per_seed],
-        ]
-    else:
-        key = [
-            submission.benchmark,
-            submission.strategy.lower(),
-            submission.backbone.lower(),
-            submission.numbers.final_accuracy,
-            submission.source.url,
-        ]
-    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+def _same_matrix(a: list[list[float]], b: list[list[float]]) -> bool:
+    return len(a) == len(b) and all(
+        len(row_a) == len(row_b)
+        and all(abs(x - y) <= DUPLICATE_TOLERANCE for x, y in zip(row_a, row_b, strict=True))
+        for row_a, row_b in zip(a, b, strict=True)
+    )
+
+
+def repeats(new: Submission, old: Submission) -> str | None:
+    """What `new` repeats of `old` (a run, or a quoted claim), or None.
+
+    A run is its accuracy matrix: one seed's matrix found in another file, whatever its seed
+    number, is the same run. A claim is its strategy, backbone, number and source, compared as a
+    reader sees them (`likeness`). Numbers within DUPLICATE_TOLERANCE are equal.
+    """
+    if new.benchmark != old.benchmark:
+        return None
+    if isinstance(new, ReproducedSubmission) and isinstance(old, ReproducedSubmission):
+        for i, seed in enumerate(new.results.per_seed):
+            for j, other in enumerate(old.results.per_seed):
+                if _same_matrix(seed.accuracy_matrix, other.accuracy_matrix):
+                    return f"per_seed[{i}] has the accuracy matrix of per_seed[{j}] in"
+    if isinstance(new, ClaimedSubmission) and isinstance(old, ClaimedSubmission):
+        same = (
+            comparable_text(new.strategy) == comparable_text(old.strategy)
+            and comparable_text(new.backbone) == comparable_text(old.backbone)
+            and abs(new.numbers.final_accuracy - old.numbers.final_accuracy) <= DUPLICATE_TOLERANCE
+            and comparable_url(new.source.url) == comparable_url(old.source.url)
+        )
+        if same:
+            return "the same claim (strategy, backbone, final accuracy, source) as"
+    return None
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute and normalized, without following symbolic links."""
+    return Path(os.path.abspath(path))
 
 
 def _other_submissions(checked: list[Checked]) -> Iterator[tuple[Path, Submission]]:
     """Every other parseable submission in the submissions folders the checked files live in."""
-    mine = {c.path.resolve() for c in checked}
-    roots = {c.path.resolve().parent.parent for c in checked}
+    mine = {_absolute(c.path) for c in checked}
+    roots = {_absolute(c.path).parent.parent for c in checked}
     for root in sorted(roots):
         for path in sorted(root.glob("*/*.json")):
-            if path.resolve() in mine:
+            if _absolute(path) in mine:
                 continue
             submission, _ = read_submission(path)
             if submission is not None:
                 yield path, submission
 
 
-def _check_duplicates(checked: list[Checked]) -> None:
-    seen: dict[str, Path] = {}
+def _age(path: Path, submission: Submission, base: str | None) -> tuple:
+    """Older sorts first: on the base branch before new, then by entry date, then by path."""
+    new = base is None or history.base_text(path, base) is None
+    return (new, submission.entry.date, _absolute(path).as_posix())
+
+
+def _report_repeat(
+    item: Checked, pool: list[tuple[Path, Submission]], base: str | None, is_new: bool = False
+) -> None:
+    """When `item` repeats older files of `pool`, report it with the oldest: the original."""
+    age = None if is_new else _age(item.path, item.submission, base)
+    originals = []
+    for path, other in pool:
+        reason = repeats(item.submission, other) if path != item.path else None
+        if reason is not None:
+            other_age = _age(path, other, base)
+            if age is None or other_age < age:
+                originals.append((other_age, reason, path))
+    if originals:
+        _, reason, path = min(originals)
+        item.problems.append(Problem(ROOT, f"duplicate entry: {reason} {path}"))
+
+
+def _check_duplicates(checked: list[Checked], base: str | None) -> None:
     parsed = [c for c in checked if c.submission is not None]
-    for other_path, other in _other_submissions(parsed):
-        seen.setdefault(fingerprint(other), other_path)
+    pool = [(c.path, c.submission) for c in parsed] + list(_other_submissions(parsed))
     for item in parsed:
-        key = fingerprint(item.submission)
-        if key in seen:
-            reason = f"duplicate entry: same results as {seen[key]}"
-            item.problems.append(Problem(ROOT, reason))
-        else:
-            seen[key] = item.path
+        _report_repeat(item, pool, base)
 
 
 def _check_base(item: Checked, base: str) -> None:
@@ -273,31 +387,51 @@ def resolve_base(paths: list[Path], base: str | None) -> str | None:
     return None
 
 
+def _folder_files(folder: Path) -> list[Path]:
+    """Every `*.json` below `folder` (a folder so named too), and every symbolic link there (never
+    followed): each is checked, so what is not a submission file is reported, not skipped."""
+    return sorted(path for path in folder.rglob("*") if path.is_symlink() or path.suffix == ".json")
+
+
 def submission_files(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, folders searched for `*.json`; a missing path is a user error."""
+    """Files as given, folders searched; a missing path is a user error."""
     files = []
     for path in paths:
-        if path.is_dir():
-            files.extend(sorted(path.rglob("*.json")))
-        elif path.exists():
+        if path.is_dir() and not path.is_symlink():
+            files.extend(_folder_files(path))
+        elif path.exists() or path.is_symlink():
             files.append(path)
         else:
             raise UserError(f"no submission file or folder at {path}")
     return files
 
 
+def _checked(path: Path, read: tuple[Submission | None, list[Problem]]) -> Checked:
+    submission, problems = read
+    item = Checked(path, submission, problems)
+    if submission is not None:
+        item.problems.extend(check_submission(path, submission))
+    return item
+
+
 def validate(paths: Iterable[Path], base: str | None = None) -> list[Checked]:
     """Check every file; `base` is the git ref an existing entry is compared with (None: skip)."""
-    checked = []
-    for path in paths:
-        submission, problems = read_submission(path)
-        item = Checked(path, submission, problems)
-        if submission is not None:
-            item.problems.extend(check_submission(path, submission))
-        checked.append(item)
-    _check_duplicates(checked)
+    checked = [_checked(path, read_submission(path)) for path in paths]
+    _check_duplicates(checked, base)
     if base is not None:
         for item in checked:
             if item.submission is not None:
                 _check_base(item, base)
     return checked
+
+
+def validate_new(path: Path, raw: bytes) -> Checked:
+    """The checks `validate` runs, on content about to be written to `path` (what `submit` does).
+
+    A file already at `path` is the entry this content replaces, so it is not a duplicate.
+    """
+    read = (None, _size_problem(len(raw))) if len(raw) > MAX_FILE_BYTES else parse_bytes(raw)
+    item = _checked(path, read)
+    if item.submission is not None:
+        _report_repeat(item, list(_other_submissions([item])), base=None, is_new=True)
+    return item
