@@ -351,6 +351,7 @@ def run(
                     device=config.device,
                     eval_bits=config.pretrain.eval_bits,
                     on_experience=_experience_logger(session, stream.test_sizes),
+                    on_finished=_model_saver(plan, run_dir, entry, seed, backbone_kwargs),
                 )
                 per_seed.append(seed_result)
                 results = _results(config, stream, entry, method, per_seed, env)
@@ -384,6 +385,35 @@ def method_info(config: ExperimentConfig, entry: str, bits: tuple[int, int, int]
         gradient_bits=bits[2],
         pretraining=pretraining_info(config),
     )
+
+
+def _model_saver(plan: Plan, run_dir: Path, entry: str, seed: int, backbone_kwargs):
+    """Saves a cell's final model (before its results file is written, so a run interrupted
+    between the two redoes the cell and replaces the model) and returns where, with its sha256."""
+    from cycl_bench.export import model_path, save_model
+
+    def save(model) -> dict[str, str]:
+        config, stream = plan.config, plan.stream
+        path = model_path(run_dir, entry, seed)
+        sha256 = save_model(
+            model,
+            path,
+            backbone=config.backbone.name,
+            backbone_kwargs=backbone_kwargs,
+            deployed_bits=plan.deployed_bits,
+            info={
+                "experiment": config.experiment,
+                "strategy_entry": entry,
+                "strategy": config.strategy_of(entry)[0],
+                "seed": seed,
+                "benchmark": stream.name,
+                "data_source": stream.source,
+                "protocol_hash": stream.protocol_hash,
+            },
+        )
+        return {"model_file": path.relative_to(run_dir).as_posix(), "model_sha256": sha256}
+
+    return save
 
 
 def _experience_logger(session, test_sizes: list[int]):

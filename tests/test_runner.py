@@ -5,6 +5,7 @@ interruption get runs of their own. Bad input is refused in one line before anyt
 or written.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -91,6 +92,26 @@ def test_results_record_the_precision_that_ran(shared_run):
         assert (method.weight_bits, method.activation_bits, method.gradient_bits) == (1, 1, 32)
 
 
+def test_every_cell_saves_the_model_its_numbers_came_from(shared_run):
+    """models/<entry>-seed<k>.pt, loadable with weights_only=True, hashed in the results file;
+    rebuilt, it scores the results file's last row (for CWR*: the consolidated head)."""
+    import torch
+
+    from cycl_bench.evaluation.loop import accuracy_row
+    from cycl_bench.export import load_model
+
+    stream = runner.build_stream(runner.load_run(shared_run))
+    for entry in ("naive", "cwr_star"):
+        for seed in load_results(shared_run / "results" / f"{entry}.json").per_seed:
+            path = shared_run / seed.model_file
+            assert path == shared_run / "models" / f"{entry}-seed{seed.seed}.pt"
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == seed.model_sha256
+            assert "state_dict" in torch.load(path, weights_only=True)
+            model, saved = load_model(path)
+            assert saved.info["strategy_entry"] == entry and saved.info["seed"] == seed.seed
+            assert accuracy_row(model, stream.test_views) == seed.accuracy_matrix[-1]
+
+
 def test_the_resolved_config_reloads_to_the_same_config(shared_run):
     reloaded = runner.load_run(shared_run)
     assert reloaded.seeds == [0, 1]
@@ -158,7 +179,10 @@ def test_a_resumed_run_equals_an_uninterrupted_one_and_runs_only_its_strategies(
         assert run_cli(*common, "--out", str(tmp_path / "parts")) == 130
     interrupted = only_run_dir(tmp_path / "parts")
     assert not (interrupted / "results" / "naive.json").exists()
+    kept = (interrupted / "models" / "hq_cwr_star-seed0.pt").read_bytes()
     assert main(["run", "--resume", str(interrupted)]) == 0
+    assert (interrupted / "models" / "hq_cwr_star-seed0.pt").read_bytes() == kept
+    assert (interrupted / "models" / "naive-seed0.pt").is_file()
 
     results = sorted(p.name for p in (interrupted / "results").glob("*.json"))
     assert results == ["hq_cwr_star.json", "naive.json"]  # not every strategy of core50_nc

@@ -25,6 +25,7 @@ COMMANDS = {
     "pretrain": "cycl_bench.cli.pretrain",
     "submit": "cycl_bench.cli.submit",
     "leaderboard": "cycl_bench.cli.leaderboard",
+    "export": "cycl_bench.cli.export",
 }
 
 

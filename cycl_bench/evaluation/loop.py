@@ -136,11 +136,14 @@ def run_strategy(
     device="cpu",
     eval_bits: int = DEPLOYED_BITS,
     on_experience: ExperienceCallback | None = None,
+    on_finished: Callable[[nn.Module], dict[str, Any]] | None = None,
 ) -> SeedResult:
     """Train `strategy` on `stream` from a fresh backbone and return the seed's results.
 
     `on_experience(index, info)` is called after each experience with its accuracy row, its
-    costs, and (for cached strategies) the latent cache's size. When only the head trains after
+    costs, and (for cached strategies) the latent cache's size. `on_finished(model)` gets the
+    model as it was evaluated last (for the CWR* family, with the consolidated head) and returns
+    fields for the seed's results (where the model was saved). When only the head trains after
     the first experience, the test views are encoded once and later rows are head-only passes.
     """
     seed_everything(seed)
@@ -198,4 +201,5 @@ def run_strategy(
         bitops_reduction_vs_fp32=meter.reduction_vs_fp32,
         model_size_bytes=model_size_bytes(model),
         per_experience=per_experience,
+        **(on_finished(model) if on_finished is not None else {}),
     )

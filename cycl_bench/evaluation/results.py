@@ -106,6 +106,10 @@ class SeedResult(_Model):
     bitops_reduction_vs_fp32: float = Field(ge=0, lt=1)
     model_size_bytes: int = Field(ge=0, le=MAX_MODEL_BYTES)
     per_experience: list[ExperienceCost] = Field(default_factory=list)
+    # the saved final model (relative to the run folder) and its sha256, tying the numbers to
+    # the weights; absent in files written before models were saved
+    model_file: str | None = Field(default=None, pattern=r"^models/[^/]+\.pt$")
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("accuracy_matrix")
     @classmethod

@@ -1,0 +1,150 @@
+"""`export`: a saved model of a run to QONNX or ONNX, checked against PyTorch on the test set."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cycl_bench import runner
+from cycl_bench.errors import UserError, suggest
+
+HELP = "export a run's saved model to QONNX or ONNX and check it against PyTorch on the test set"
+FORMAT_NAMES = ("qonnx", "onnx")
+
+
+def add_arguments(parser):
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (runs/<exp>/<time>)")
+    parser.add_argument("--entry", required=True, help="the strategy entry, e.g. cwr_star")
+    parser.add_argument("--seed", required=True, type=int, help="the training seed")
+    parser.add_argument("--format", required=True, help=" | ".join(FORMAT_NAMES))
+    parser.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="check on N test images spread over the test set (default: all of it)",
+    )
+
+
+def check_format(name: str) -> str:
+    if name not in FORMAT_NAMES:
+        raise UserError(
+            f"unknown format '{name}'{suggest(name, FORMAT_NAMES)}: use "
+            f"--format {' or --format '.join(FORMAT_NAMES)}"
+        )
+    return name
+
+
+def check_limit(limit: int | None) -> int | None:
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit} is invalid: give a positive number of test images")
+    return limit
+
+
+def check_writable(out: Path) -> Path:
+    """The output file, its folder created; a UserError when it cannot be written."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give a file name such as {out / 'model.onnx'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}."):
+            pass
+    except OSError as error:
+        raise UserError(
+            f"cannot write --out {out}: {error.strerror or error}; choose a writable path"
+        ) from None
+    return out
+
+
+def saved_model_file(run_dir: Path, entry: str, seed: int) -> Path:
+    """The saved model of (entry, seed) in a run, or a UserError saying why there is none."""
+    from cycl_bench.export.saved import MODELS_DIR, model_path
+
+    config = runner.load_run(run_dir)
+    entries = list(config.strategy)
+    if entry not in entries:
+        raise UserError(
+            f"strategy entry '{entry}' is not in this run{suggest(entry, entries)}; "
+            f"its entries: {', '.join(entries)}"
+        )
+    if seed not in config.seeds:
+        raise UserError(
+            f"seed {seed} is not a seed of this run; its seeds: {', '.join(map(str, config.seeds))}"
+        )
+    if not (run_dir / MODELS_DIR).is_dir():
+        raise UserError(
+            f"{run_dir} has no saved models (no {MODELS_DIR}/ folder: it was run before "
+            "models were saved); run the experiment again to export its models"
+        )
+    path = model_path(run_dir, entry, seed)
+    if not path.is_file():
+        raise UserError(
+            f"no saved model for {entry} seed {seed} in {run_dir / MODELS_DIR} (the cell has "
+            f"not finished); continue the run with: python -m cycl_bench run --resume {run_dir}"
+        )
+    return path
+
+
+def run(args) -> int:
+    format_name = check_format(args.format)
+    limit = check_limit(args.limit)
+    out = check_writable(Path(args.out))
+    run_dir = Path(args.run_dir)
+    path = saved_model_file(run_dir, args.entry, args.seed)
+
+    from cycl_bench.export.check import (
+        AGREEMENT_THRESHOLD,
+        batches,
+        compare_predictions,
+        spread_subset,
+    )
+    from cycl_bench.export.formats import FORMATS, export_model
+    from cycl_bench.export.saved import load_model
+    from cycl_bench.export.size import deployed_size
+
+    model, saved = load_model(path)
+    export_format = FORMATS[format_name]
+    export_model(model, out, saved.input_shape, format_name)
+    print(
+        f"exported {saved.backbone} ({saved.deployed_bits}-bit) from {path} to {out} "
+        f"({out.stat().st_size:,} bytes): {export_format.description}"
+    )
+
+    stream = runner.build_stream(runner.load_run(run_dir))
+    test_set = spread_subset(stream.test_views, limit)
+    started = time.perf_counter()
+    result = compare_predictions(model, export_format.predictor(out), batches(test_set))
+    print(
+        f"checked on {result.images} test images of {stream.name} ({stream.source} data) in "
+        f"{time.perf_counter() - started:.1f} s: agreement {result.agreement:.2%} "
+        f"({result.agreeing}/{result.images}), largest logit difference "
+        f"{result.max_logit_difference:.3g}; accuracy PyTorch "
+        f"{result.reference_correct / result.images:.1%}, exported "
+        f"{result.exported_correct / result.images:.1%}"
+    )
+    print(describe_size(deployed_size(model)))
+    if not result.passed:
+        print(
+            f"export check failed: the exported graph agrees with PyTorch on "
+            f"{result.agreement:.2%} of the test images, below {AGREEMENT_THRESHOLD:.1%}; "
+            f"the file is kept for inspection: {out}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def describe_size(size) -> str:
+    higher = ", ".join(
+        f"{count:,} {'float32' if bits == 32 else f'at {bits} bits'}"
+        for bits, count in size.parameters_by_bits.items()
+        if bits > 1
+    )
+    return (
+        f"deployed size: {size.packed_bytes:,} bytes (1-bit weights bit-packed, 8-bit layers "
+        f"at 8 bits, the rest float32) vs {size.fp32_bytes:,} bytes at FP32 "
+        f"({size.compression:.1f}x smaller); parameters: {size.binary_parameters:,} binary, "
+        f"{size.higher_precision_parameters:,} higher precision ({higher})"
+    )
