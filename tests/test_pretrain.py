@@ -440,3 +440,19 @@ def test_a_missing_pretraining_folder_is_a_user_error(stream, tmp_path):
             out_dir=tmp_path / "out",
             cache_dir=tmp_path / "cache",
         )
+
+
+def test_a_cache_entry_replaces_what_held_its_name_without_deleting_it(tmp_path):
+    """A folder under an entry's name that is not a complete entry (a crash, or a user's files
+    in a `--cache-dir`) is moved aside, never deleted."""
+    from cycl_bench.pretrain.cache import commit_entry, entry_dir, staging_dir
+
+    folder = entry_dir(tmp_path, "tiny_bnn", "0123456789abcdef")
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    staging = staging_dir(folder)
+    (staging / "backbone.pt").write_bytes(b"weights")
+    commit_entry(staging, folder, "0123456789abcdef")
+    assert (folder / "backbone.pt").read_bytes() == b"weights"
+    (aside,) = tmp_path.glob(".tiny_bnn-0123456789abcdef.aside-*")
+    assert (aside / "notes.txt").read_text() == "mine"

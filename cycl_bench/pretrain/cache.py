@@ -48,10 +48,13 @@ def staging_dir(folder: Path) -> Path:
 
 
 def commit_entry(staging: Path, folder: Path, key: str) -> None:
-    """Move a finished staging folder into place, unless another run completed it first."""
+    """Move a finished staging folder into place, unless another run completed it first.
+
+    Something else under the entry's name (a broken entry, or anything a user put in a
+    `--cache-dir` folder) is moved aside to `.<name>.aside-<id>`, never deleted."""
     if read_entry(folder, key) is not None:
-        shutil.rmtree(staging)
+        shutil.rmtree(staging)  # our own staging copy
         return
-    if folder.exists():
-        shutil.rmtree(folder)
+    if folder.exists() or folder.is_symlink():
+        os.replace(folder, folder.with_name(f".{folder.name}.aside-{uuid.uuid4().hex[:8]}"))
     os.replace(staging, folder)
