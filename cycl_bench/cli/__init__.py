@@ -33,6 +33,11 @@ def _quiet_libraries() -> None:
     # Avalanche imports qpsolvers for GEM, which warns on every start when no QP solver is
     # installed; no strategy of this suite needs one.
     warnings.filterwarnings("ignore", message="no QP solver", category=UserWarning)
+    # Brevitas' graph tools (imported by the export) warn that an optional CUDA kernel package
+    # is missing; export does not use it.
+    warnings.filterwarnings(
+        "ignore", message="fast_hadamard_transform package not found", category=UserWarning
+    )
     # Brevitas imports torch's extension builder, which logs a CUDA_HOME note on CPU machines.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
