@@ -9,8 +9,10 @@ did not produce. A file built here passes validation unless a test breaks it on 
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
+import subprocess
 from pathlib import Path
 
 from cycl_bench import __version__
@@ -160,3 +162,15 @@ def write_submission(root: Path, data: dict, file_name: str | None = None) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     return path
+
+
+def git(folder: Path, *args: str) -> None:
+    """`git -C folder ARGS` with a fixed test identity, failing the test on an error."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    }
+    subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, env=env)

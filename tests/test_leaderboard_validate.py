@@ -4,12 +4,10 @@ right JSON path and reason."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from test_leaderboard_support import make_claimed, make_submission, write_submission
+from test_leaderboard_support import git, make_claimed, make_submission, write_submission
 
 from cycl_bench.cli import main
 from cycl_bench.data.base import protocol_hash
@@ -174,24 +172,13 @@ def test_an_unknown_schema_version_fails(tmp_path):
     assert_fails(path, "$.submission_version", "Input should be 1")
 
 
-def _git(folder: Path, *args: str) -> None:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    }
-    subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, env=env)
-
-
 @pytest.fixture
 def committed_entry(tmp_path):
     """A repository whose main branch holds one entry."""
-    _git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "init", "-q", "-b", "main")
     path = write_submission(tmp_path / "submissions", make_submission(name="Kept"))
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-q", "-m", "entry")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "entry")
     return path
 
 
@@ -478,12 +465,12 @@ def test_the_newer_file_is_reported_not_the_one_it_copies(tmp_path):
 
 
 def test_an_entry_on_the_base_branch_is_older_whatever_date_a_copy_claims(tmp_path):
-    _git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "init", "-q", "-b", "main")
     original_data = make_submission(name="Original")
     original_data["entry"]["date"] = "2026-06-01"
     original = write_submission(tmp_path / "submissions", original_data)
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-q", "-m", "entry")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "entry")
     copy = make_submission(name="Copy")
     copy["entry"]["date"] = "2020-01-01"  # backdated, to look like the original
     path = write_submission(tmp_path / "submissions", copy)

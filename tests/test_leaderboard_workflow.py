@@ -5,13 +5,13 @@ workflow's own check on real git merges."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from test_leaderboard_support import git
 
 WORKFLOW = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "leaderboard.yml"
 PINNED = re.compile(r"^\s*(?:- )?uses: ([\w.-]+/[\w.-]+)@([0-9a-f]{40}) # (v\d+(?:\.\d+)*)$")
@@ -92,34 +92,23 @@ def test_the_package_comes_from_the_base_commit_and_the_pull_request_is_data(wor
 # -- the "Submissions only" check, run by bash on real merge commits ----------------------------
 
 
-def _git(folder: Path, *args: str) -> None:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    }
-    subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, env=env)
-
-
 def merged_pull_request(tmp_path: Path, change) -> Path:
     """A work folder holding `pull-request/`: a merge of a branch made by `change` into main,
     checked out at the merge commit, as the workflow's second checkout leaves it."""
     repository = tmp_path / "pull-request"
     repository.mkdir()
-    _git(repository, "init", "-q", "-b", "main")
+    git(repository, "init", "-q", "-b", "main")
     for name in ("cycl_bench/leaderboard/validate.py", "leaderboard/submissions/a/old.json"):
         (repository / name).parent.mkdir(parents=True, exist_ok=True)
         (repository / name).write_text("base\n")
-    _git(repository, "add", ".")
-    _git(repository, "commit", "-q", "-m", "base")
-    _git(repository, "checkout", "-q", "-b", "contribution")
+    git(repository, "add", ".")
+    git(repository, "commit", "-q", "-m", "base")
+    git(repository, "checkout", "-q", "-b", "contribution")
     change(repository)
-    _git(repository, "add", "-A")
-    _git(repository, "commit", "-q", "-m", "contribution")
-    _git(repository, "checkout", "-q", "main")
-    _git(repository, "merge", "-q", "--no-ff", "-m", "merge", "contribution")
+    git(repository, "add", "-A")
+    git(repository, "commit", "-q", "-m", "contribution")
+    git(repository, "checkout", "-q", "main")
+    git(repository, "merge", "-q", "--no-ff", "-m", "merge", "contribution")
     return tmp_path
 
 
