@@ -43,18 +43,19 @@ OUTPUT_NAME = "logits"
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
+# what both exports pass to Brevitas' TorchScript-based exporters
+EXPORT_OPTIONS = {
+    "dynamo": False,
+    "opset_version": OPSET,
+    "input_names": [INPUT_NAME],
+    "output_names": [OUTPUT_NAME],
+    "keep_initializers_as_inputs": False,
+}
+
+
 def write_qonnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int]) -> None:
     deployed = with_deployed_binary_layers(model, QonnxBinaryConv2d)
-    export_qonnx(
-        deployed,
-        torch.zeros(1, *input_shape),
-        export_path=str(path),
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        keep_initializers_as_inputs=False,
-    )
+    export_qonnx(deployed, torch.zeros(1, *input_shape), export_path=str(path), **EXPORT_OPTIONS)
 
 
 def write_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int]) -> None:
@@ -63,12 +64,8 @@ def write_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int]) 
         deployed,
         torch.zeros(1, *input_shape),
         export_path=str(path),
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
         dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        keep_initializers_as_inputs=False,
+        **EXPORT_OPTIONS,
     )
 
 
