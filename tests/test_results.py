@@ -7,6 +7,7 @@ a file the package reads back as consistent agrees with arithmetic it did not do
 import json
 
 import pytest
+import reference_metrics
 
 from cycl_bench.errors import UserError
 from cycl_bench.evaluation.results import (
@@ -50,7 +51,9 @@ def seed_result(seed: int, matrix) -> SeedResult:
     return SeedResult(
         seed=seed,
         accuracy_matrix=matrix,
-        **seed_metrics(matrix, TEST_SIZES),
+        final_accuracy=0.5,
+        average_forgetting=0.0,
+        bwt=0.0,
         train_time_s=1.5 + seed,
         peak_memory_mb=300.0,
         train_bitops=1e12,
@@ -113,9 +116,19 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 
 def test_per_seed_numbers_follow_from_the_matrix():
     for matrix, by_hand in zip(MATRICES, BY_HAND, strict=True):
-        computed = seed_metrics(matrix, TEST_SIZES)
-        for key, value in computed.items():
-            assert value == pytest.approx(by_hand[key], abs=1e-12), key
+        for computed in (
+            seed_metrics(matrix, TEST_SIZES),
+            reference_metrics.per_seed(matrix, TEST_SIZES),
+        ):
+            assert computed.keys() == {"final_accuracy", "average_forgetting", "bwt"}
+            for key, value in computed.items():
+                assert value == pytest.approx(by_hand[key], abs=1e-12), key
+
+
+def test_the_reference_summary_agrees_with_the_hand_numbers():
+    for key, stat in SUMMARY_BY_HAND.items():
+        values = [getattr(seed, key) for seed in make_results().per_seed]
+        assert reference_metrics.mean_std(values) == pytest.approx((stat.mean, stat.std)), key
 
 
 def test_tampered_numbers_are_reported_with_their_path():
@@ -136,7 +149,8 @@ def test_a_matrix_that_does_not_fit_the_benchmark_is_reported():
 
 @pytest.mark.parametrize("value", [float("nan"), 1.5, -0.1])
 def test_accuracies_must_be_finite_fractions(value):
-    with pytest.raises(ValueError):
+    seed_result(0, [[0.5]])
+    with pytest.raises(ValueError, match="accuracy_matrix"):
         seed_result(0, [[value]])
 
 

@@ -2,11 +2,13 @@
 (The scientific ordering of the strategies: test_science.py.)"""
 
 import pytest
+import reference_metrics
 
-from cycl_bench.evaluation.loop import build_model, run_strategy
-from cycl_bench.evaluation.results import SeedResult, seed_metrics
+from cycl_bench.continual.loop import build_model, run_strategy
+from cycl_bench.evaluation.results import SeedResult
 from cycl_bench.quant.precision import model_size_bytes
 from cycl_bench.registry import BENCHMARKS
+from cycl_bench.spec import RunSpec
 
 SHORT = {"first_epochs": 1, "epochs": 1, "batch_size": 16, "min_steps": 0}
 
@@ -25,13 +27,18 @@ def ni_stream():
     )
 
 
+def tiny(stream, checkpoint=None, eval_bits=1):
+    """The continual stage's tiny_bnn for `stream`."""
+    spec = RunSpec.of("tiny_bnn", stream.image_shape, eval_bits=eval_bits)
+    return build_model(spec, stream.num_classes, checkpoint)
+
+
 def run(stream, strategy="hq_cwr_star", params=SHORT, seed=0, **kwargs) -> SeedResult:
     return run_strategy(
         stream,
+        RunSpec.of("tiny_bnn", stream.image_shape),
         strategy=strategy,
         params=params,
-        backbone="tiny_bnn",
-        backbone_kwargs={},
         checkpoint=None,
         seed=seed,
         **kwargs,
@@ -50,14 +57,16 @@ def test_result_holds_the_matrix_its_metrics_and_the_costs(nc_stream, reported_r
     experiences = nc_stream.n_experiences
     assert len(result.accuracy_matrix) == experiences
     assert all(len(row) == experiences for row in result.accuracy_matrix)
-    derived = seed_metrics(result.accuracy_matrix, nc_stream.test_sizes)
-    assert result.model_dump().items() >= derived.items()
+    # the matrix-derived numbers, recomputed from the README's formulas by the test
+    by_formula = reference_metrics.per_seed(result.accuracy_matrix, nc_stream.test_sizes)
+    for key, value in by_formula.items():
+        assert getattr(result, key) == pytest.approx(value, abs=1e-12), key
     assert len(result.per_experience) == experiences
     assert result.train_time_s == pytest.approx(sum(c.train_time_s for c in result.per_experience))
     assert result.train_bitops == pytest.approx(sum(c.train_bitops for c in result.per_experience))
     assert result.peak_memory_mb == max(c.peak_memory_mb for c in result.per_experience) > 0
     assert 0 < result.bitops_reduction_vs_fp32 < 1
-    assert result.model_size_bytes == model_size_bytes(build_model(nc_stream, "tiny_bnn", {}, None))
+    assert result.model_size_bytes == model_size_bytes(tiny(nc_stream))
 
 
 def test_model_trains_with_float_gradients_and_evaluates_at_the_eval_bits(nc_stream, tmp_path):
@@ -67,22 +76,32 @@ def test_model_trains_with_float_gradients_and_evaluates_at_the_eval_bits(nc_str
 
     from cycl_bench.quant.precision import get_precision, set_precision
 
-    pretrained = build_model(nc_stream, "tiny_bnn", {}, None)
+    pretrained = tiny(nc_stream)
     set_precision(pretrained, weight_bits=3, act_bits=3, grad_bits=8)
     torch.save(pretrained.state_dict(), tmp_path / "backbone.pt")
-    assert get_precision(build_model(nc_stream, "tiny_bnn", {}, tmp_path / "backbone.pt")) == (
+    assert get_precision(
+        build_model(
+            RunSpec.of("tiny_bnn", nc_stream.image_shape),
+            nc_stream.num_classes,
+            tmp_path / "backbone.pt",
+        )
+    ) == (
         1,
         1,
         32,
     )
-    at_two = build_model(nc_stream, "tiny_bnn", {}, tmp_path / "backbone.pt", eval_bits=2)
+    at_two = build_model(
+        RunSpec.of("tiny_bnn", nc_stream.image_shape, eval_bits=2),
+        nc_stream.num_classes,
+        tmp_path / "backbone.pt",
+    )
     assert get_precision(at_two) == (2, 2, 32)
 
 
 def test_hybrid_head_reports_its_fixed_point_update_bits(nc_stream):
     from cycl_bench.strategies import build_strategy
 
-    model = build_model(nc_stream, "tiny_bnn", {}, None)
+    model = tiny(nc_stream)
     assert build_strategy("hq_cwr_star", model=model, params={"grad_bits": 16}).precision() == (
         1,
         1,
@@ -117,6 +136,9 @@ def test_latent_cache_saves_backbone_bitops_not_accuracy(nc_stream):
 def test_domain_incremental_stream_has_one_column(ni_stream):
     result = run(ni_stream, "naive")
     assert [len(row) for row in result.accuracy_matrix] == [1] * ni_stream.n_experiences
+    by_formula = reference_metrics.per_seed(result.accuracy_matrix, ni_stream.test_sizes)
+    for key, value in by_formula.items():
+        assert getattr(result, key) == pytest.approx(value, abs=1e-12), key
 
 
 def test_training_prints_nothing(nc_stream, capsys):

@@ -23,13 +23,14 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cycl_bench.continual.costs import TrainingCostMeter
+from cycl_bench.continual.resources import peak_memory_mb, reset_peak_memory
 from cycl_bench.data.base import Stream
-from cycl_bench.evaluation.costs import TrainingCostMeter
-from cycl_bench.evaluation.resources import peak_memory_mb, reset_peak_memory
 from cycl_bench.evaluation.results import ExperienceCost, SeedResult, seed_metrics
-from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS
+from cycl_bench.models.checkpoint import load_pretrained
+from cycl_bench.quant.bits import FLOAT_GRAD_BITS
 from cycl_bench.quant.precision import model_size_bytes, precision, set_precision
-from cycl_bench.registry import BACKBONES
+from cycl_bench.spec import RunSpec
 from cycl_bench.strategies import build_strategy
 from cycl_bench.strategies.latent_cache import FeatureCodec, cpu_rng_untouched, encode_dataset
 
@@ -44,30 +45,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def build_model(
-    stream: Stream,
-    backbone: str,
-    backbone_kwargs: dict[str, Any],
-    checkpoint: Path | None,
-    eval_bits: int = DEPLOYED_BITS,
-) -> nn.Module:
-    """A fresh backbone sized for the stream, pretrained weights loaded, at the deployed
+def build_model(spec: RunSpec, num_classes: int, checkpoint: Path | None = None) -> nn.Module:
+    """A fresh backbone of `spec` for `num_classes`, pretrained weights loaded, at the deployed
     precision with float gradients. A head the checkpoint does not provide (pretrained on other
     classes, or no checkpoint) starts at zero for every strategy, as CWR* starts its rows: every
     class starts from the same logit, whatever the strategy."""
-    channels, height, _ = stream.image_shape
-    kwargs = {"num_classes": stream.num_classes, "in_channels": channels, "image_size": height}
-    model = BACKBONES.build(backbone, **{**kwargs, **backbone_kwargs})
+    model = spec.build(num_classes)
     head_loaded = False
     if checkpoint is not None:
-        from cycl_bench.pretrain.run import load_pretrained
-
         skipped = load_pretrained(model, Path(checkpoint))
         head_loaded = not any(name.startswith("classifier.") for name in skipped)
     if not head_loaded:
         with torch.no_grad():
             model.classifier.weight.zero_()
-    set_precision(model, weight_bits=eval_bits, act_bits=eval_bits, grad_bits=FLOAT_GRAD_BITS)
+    # loading a checkpoint restores the bits it was saved with: deploy again
+    set_precision(
+        model, weight_bits=spec.eval_bits, act_bits=spec.eval_bits, grad_bits=FLOAT_GRAD_BITS
+    )
     return model
 
 
@@ -126,15 +120,12 @@ def encode_views(model: nn.Module, views, device="cpu", eval_bits: int = DEPLOYE
 
 def run_strategy(
     stream: Stream,
+    spec: RunSpec,
     *,
     strategy: str,
     params: dict[str, Any],
-    backbone: str,
-    backbone_kwargs: dict[str, Any],
     checkpoint: Path | None,
     seed: int,
-    device="cpu",
-    eval_bits: int = DEPLOYED_BITS,
     on_experience: ExperienceCallback | None = None,
     on_finished: Callable[[nn.Module], dict[str, Any]] | None = None,
 ) -> SeedResult:
@@ -146,8 +137,9 @@ def run_strategy(
     fields for the seed's results (where the model was saved). When only the head trains after
     the first experience, the test views are encoded once and later rows are head-only passes.
     """
+    device, eval_bits = spec.device, spec.eval_bits
     seed_everything(seed)
-    model = build_model(stream, backbone, backbone_kwargs, checkpoint, eval_bits).to(device)
+    model = build_model(spec, stream.num_classes, checkpoint).to(device)
     built = build_strategy(
         strategy,
         model=model,

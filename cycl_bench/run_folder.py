@@ -1,0 +1,99 @@
+"""A run folder: where everything one run produces lives, and what `--resume` reads back.
+
+`runs/<experiment>/<UTC timestamp>/` holds config.yaml (the resolved config with the selected
+strategy entries and all their parameters, written first), results/<strategy entry>.json
+(rewritten as each cell finishes, so an interrupted run keeps what it finished), models/, plots/,
+pretrain/, wandb/ and run.log (library output).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cycl_bench.config import ExperimentConfig, load_resolved, to_yaml
+from cycl_bench.errors import UserError
+from cycl_bench.evaluation.results import SeedResult, load_results
+
+CONFIG_FILE = "config.yaml"
+RESULTS_DIR = "results"
+PLOTS_DIR = "plots"
+LOG_FILE = "run.log"
+
+
+def check_out_dir(out: Path) -> None:
+    """A UserError before any work when run folders cannot be created under `out`."""
+    existing = Path(out).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        raise UserError(
+            f"cannot write the run folder under {out}: {existing} is not a writable folder; "
+            "choose a writable folder with --out"
+        )
+
+
+def new_run_dir(out: Path, experiment: str) -> Path:
+    """`out/<experiment>/<UTC timestamp>`, created now; a UserError if it cannot be written."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(out) / experiment
+    run_dir, n = base / stamp, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base / f"{stamp}-{n}"
+    try:
+        run_dir.mkdir(parents=True)
+        (run_dir / ".write-test").touch()
+        (run_dir / ".write-test").unlink()
+    except OSError as error:
+        raise UserError(
+            f"cannot write the run folder {run_dir}: {error.strerror or error}; "
+            "choose a writable folder with --out"
+        ) from None
+    return run_dir
+
+
+def start(config: ExperimentConfig, out: Path) -> Path:
+    """A fresh run folder holding the resolved config (pass `Plan.config`: every parameter)."""
+    run_dir = new_run_dir(out, config.experiment)
+    (run_dir / CONFIG_FILE).write_text(to_yaml(config))
+    return run_dir
+
+
+def load_run(run_dir: Path) -> ExperimentConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give a folder of runs/")
+    return load_resolved(path)
+
+
+def results_path(run_dir: Path, entry: str) -> Path:
+    return Path(run_dir) / RESULTS_DIR / f"{entry}.json"
+
+
+def finished_seeds(
+    run_dir: Path, config: ExperimentConfig, entry: str, protocol_hash: str
+) -> dict[int, SeedResult]:
+    """The seeds of `entry` already in `run_dir`. A results file this run cannot continue (not a
+    valid results file, another stream, other parameters, a seed the run does not have) is a
+    UserError: continuing would overwrite it."""
+    path = results_path(run_dir, entry)
+    if not path.is_file():
+        return {}
+    fix = f"move it out of {Path(run_dir) / RESULTS_DIR} to run {entry} again, or start a new run"
+    results = load_results(path, fix)
+    name, params = config.strategy_of(entry)
+    if results.benchmark.protocol_hash != protocol_hash:
+        problem = (
+            f"was measured on another stream (protocol {results.benchmark.protocol_hash}, "
+            f"this run's is {protocol_hash})"
+        )
+    elif results.method.strategy != name or results.method.params != params:
+        problem = f"holds results of other parameters than entry '{entry}' of {CONFIG_FILE}"
+    elif any(seed.seed not in config.seeds for seed in results.per_seed):
+        extra = [seed.seed for seed in results.per_seed if seed.seed not in config.seeds]
+        problem = f"holds seed {extra[0]}, which is not among the run's seeds {config.seeds}"
+    else:
+        return {seed.seed: seed for seed in results.per_seed}
+    raise UserError(f"{path} {problem}; {fix}")
