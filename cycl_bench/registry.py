@@ -18,12 +18,20 @@ class Registry:
         self.kind = kind
         self._module = module
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._details: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(
+        self, name: str, **details: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a factory under `name`; `details` travel with the entry: every entry's
+        `params` (its parameters declared once, `cycl_bench.params`; a benchmark's options per
+        data source), a benchmark's `planner` (its protocol without loading data)."""
+
         def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             self._entries[name] = factory
+            self._details[name] = details
             return factory
 
         return decorator
@@ -47,6 +55,11 @@ class Registry:
                 f"unknown {self.kind} '{name}'{suggest(name, self._entries)}; known: {known}"
             )
         return self._entries[name]
+
+    def detail(self, name: str, key: str) -> Any:
+        """A detail given at registration (KeyError if the entry has none of that name)."""
+        self.get(name)
+        return self._details[name][key]
 
     def build(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)

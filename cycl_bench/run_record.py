@@ -107,11 +107,13 @@ def entry_results(
     method: MethodInfo,
     per_seed: list[SeedResult],
     env: dict[str, Any],
+    device: str,
 ) -> Results:
-    """The results file of `entry` with the seeds finished so far, in the config's seed order."""
+    """The results file of `entry` with the seeds finished so far, in the config's seed order;
+    `device` as `device_name` says it where the cells ran."""
     return Results(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        device=device_name(config.device),
+        device=device,
         fast=config.fast,
         benchmark=benchmark_info(stream),
         method=method,

@@ -8,7 +8,6 @@ these themselves, so the backbone the `pretrain` command caches is the one `run`
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -36,13 +35,14 @@ def default_cache_dir() -> Path:
 
 
 def backbone_defaults(backbone: str) -> dict[str, Any]:
-    """The backbone's keyword defaults (an unknown name is a UserError), so that options left
-    out and options given at their default value make one spec, and one cache entry."""
-    parameters = inspect.signature(BACKBONES.get(backbone)).parameters.values()
+    """The defaults the backbone declares (its `params` model; an unknown name is a UserError),
+    so that options left out and options given at their default make one spec and one cache
+    entry."""
+    fields = BACKBONES.detail(backbone, "params").model_fields
     return {
-        p.name: p.default
-        for p in parameters
-        if p.default is not p.empty and p.name not in SIZED_BY_THE_DATA
+        name: declared.default
+        for name, declared in fields.items()
+        if not declared.is_required() and name not in SIZED_BY_THE_DATA
     }
 
 

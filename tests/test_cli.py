@@ -36,6 +36,40 @@ def test_list_shows_every_registered_name_and_the_shipped_experiments():
         assert f"  {experiment}" in done.stdout
 
 
+def parameter_rows(listing: str, entry: str) -> dict[str, list[str]]:
+    """The parameter rows `list --details` prints under an entry, by parameter name."""
+    lines = listing.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"  {entry} "))
+    rows = {}
+    for line in lines[start + 1 :]:
+        if not line.startswith("    "):
+            break
+        if line.startswith("      "):
+            name, *rest = line.split()
+            rows[name] = rest
+    return rows
+
+
+def test_list_details_shows_every_parameter_with_its_declared_default_and_range():
+    done = cycl_bench("list", "--details")
+    assert done.returncode == 0, done.stderr
+    hybrid = parameter_rows(done.stdout, "hq_cwr_star")
+    # the paper's 16-bit stored head weights; 2..32 bits, 32 the plain float update
+    assert hybrid["grad_bits"][:7] == ["int", "16", "from", "2", "to", "32", "(32"]
+    assert hybrid["rounding"][:4] == ["choice", "stochastic", "stochastic,", "nearest"]
+    assert hybrid["first_lr"][:4] == ["float", "0.0025", ">", "0"]
+    assert parameter_rows(done.stdout, "replay")["mem_size"][:4] == ["int", "500", ">=", "1"]
+    assert parameter_rows(done.stdout, "tiny_bnn")["num_classes"][:4] == [
+        "int",
+        "required",
+        ">=",
+        "1",
+    ]
+    folder_nc = parameter_rows(done.stdout, "core50_nc")
+    assert folder_nc["test_fraction"][:6] == ["float", "0.2", ">", "0", "and", "<"]
+    assert "list --details" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_the_console_script_and_the_module_are_the_same_program():
     from importlib.metadata import entry_points
 

@@ -17,7 +17,7 @@ from qonnx.util.cleanup import cleanup_model
 from torch.utils.data import ConcatDataset, DataLoader
 
 from cycl_bench import config as configs
-from cycl_bench import runner
+from cycl_bench import run_folder, runner
 from cycl_bench.cli import main
 from cycl_bench.errors import UserError
 from cycl_bench.export import load_model, model_path, save_model
@@ -29,9 +29,9 @@ from cycl_bench.export.deployed import (
 )
 from cycl_bench.export.formats import export_model, onnxruntime_predictor
 from cycl_bench.export.size import deployed_size
-from cycl_bench.pretrain.run import backbone_kwargs
 from cycl_bench.quant.precision import set_precision
 from cycl_bench.registry import BACKBONES
+from cycl_bench.spec import RunSpec
 
 SMALL = [
     "benchmark.options.synthetic.images_per_object=2",
@@ -77,14 +77,9 @@ def saved_run(tmp_path_factory):
         seeds=[SEED],
         wandb="disabled",
     )
-    run_dir = runner.start(config, tmp_path_factory.mktemp("runs"))
+    run_dir = run_folder.start(config, tmp_path_factory.mktemp("runs"))
     stream = runner.build_stream(config)
-    kwargs = backbone_kwargs(
-        stream,
-        num_classes=stream.num_classes,
-        mode=config.pretrain.mode,
-        options=config.backbone.options,
-    )
+    kwargs = RunSpec.from_config(config, stream.image_shape).kwargs_for(stream.num_classes)
     torch.manual_seed(SEED)
     model = train_briefly(BACKBONES.build(config.backbone.name, **kwargs), stream)
     path = model_path(run_dir, ENTRY, SEED)
@@ -294,7 +289,7 @@ def test_a_graph_that_computes_something_else_fails_the_agreement_check(saved_ru
 @pytest.fixture(scope="module")
 def run_without_models(tmp_path_factory):
     config = configs.resolve("core50_nc", overrides=SMALL, fast=True, data="synthetic")
-    return runner.start(config, tmp_path_factory.mktemp("old_runs"))
+    return run_folder.start(config, tmp_path_factory.mktemp("old_runs"))
 
 
 @pytest.mark.parametrize(
@@ -333,7 +328,7 @@ def test_user_errors_print_one_line_and_exit_2(
 
 
 def test_a_cell_that_has_not_finished_names_the_resume_command(saved_run, tmp_path, capsys):
-    config = runner.load_run(saved_run["run_dir"])
+    config = run_folder.load_run(saved_run["run_dir"])
     assert "cwr_star" in config.strategy
     args = ["export", str(saved_run["run_dir"]), "--entry", "cwr_star", "--seed", str(SEED)]
     assert main([*args, "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2

@@ -12,10 +12,11 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from cycl_bench.continual.loop import accuracy_row, build_model
 from cycl_bench.data.assemble import make_stream
-from cycl_bench.evaluation.loop import accuracy_row, build_model
 from cycl_bench.evaluation.results import seed_metrics
 from cycl_bench.quant.gradquant import quantize_fixed_point
+from cycl_bench.spec import RunSpec
 from cycl_bench.strategies import build_strategy
 from cycl_bench.strategies.hq_cwr import HeadScales, hybrid_head_update, unit_step
 from cycl_bench.strategies.protocol import (
@@ -115,8 +116,13 @@ def test_stochastic_rounding_is_unbiased_where_nearest_is_stuck():
 
 
 def test_softmax_and_error_grids_cover_minus_one_to_one():
-    assert unit_step(8) == 2.0**-7
-    assert 127 * unit_step(8) < 1.0 <= 128 * unit_step(8)
+    """An 8-bit signed grid over [-1, 1]: levels -127..127 of 1/128 each, counted on a ramp."""
+    ramp = torch.linspace(-1.0, 1.0, 100_001, dtype=torch.float64)
+    levels = torch.unique(quantize_fixed_point(ramp, 8, "nearest", unit_step(8)))
+    assert len(levels) == 255  # 127 negative, zero, 127 positive
+    assert levels[levels > 0].min() == 1 / 128  # the finest probability the head resolves
+    assert levels.max() == 127 / 128 and levels.min() == -127 / 128  # 1 - 1/128 < 1
+    assert quantize_fixed_point(torch.tensor([0.3]), 8, "nearest", unit_step(8)) == 38 / 128
 
 
 # -- on a tiny class-incremental stream ------------------------------------------------------
@@ -162,7 +168,7 @@ PROTOCOL = {"first_epochs": 2, "epochs": 2, "batch_size": 20, "lr": 0.05, "min_s
 def fresh_model(stream, seed=0):
     RNGManager.set_random_seeds(seed)
     random.seed(seed)
-    return build_model(stream, "tiny_bnn", {}, None)
+    return build_model(RunSpec.of("tiny_bnn", stream.image_shape), stream.num_classes)
 
 
 def train_and_score(stream, strategy) -> tuple[list[list[float]], nn.Module]:

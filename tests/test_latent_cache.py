@@ -4,9 +4,10 @@ size for the 8-bit head, and the backbone run once per experience instead of onc
 import pytest
 import torch
 
-from cycl_bench.evaluation.loop import accuracy_row, build_model, seed_everything
+from cycl_bench.continual.loop import accuracy_row, build_model, seed_everything
 from cycl_bench.quant.gradquant import quantize_fixed_point
 from cycl_bench.registry import BENCHMARKS
+from cycl_bench.spec import RunSpec
 from cycl_bench.strategies import build_strategy
 from cycl_bench.strategies.latent_cache import FeatureCodec
 
@@ -22,7 +23,7 @@ def stream():
 
 def train(stream, name, params, experiences=4):
     seed_everything(0)
-    model = build_model(stream, "tiny_bnn", {}, None)
+    model = build_model(RunSpec.of("tiny_bnn", stream.image_shape), stream.num_classes)
     built = build_strategy(name, model=model, params={**PROTOCOL, **params})
     matrix = []
     for experience in stream.train_stream[:experiences]:
@@ -67,7 +68,7 @@ def test_hybrid_head_caches_int8_codes(stream):
 
 def test_backbone_runs_once_per_cached_experience(stream):
     seed_everything(0)
-    model = build_model(stream, "tiny_bnn", {}, None)
+    model = build_model(RunSpec.of("tiny_bnn", stream.image_shape), stream.num_classes)
     built = build_strategy("cwr_star", model=model, params={**PROTOCOL, "epochs": 3})
     built.train(stream.train_stream[0])
     stem_calls = []
@@ -78,6 +79,6 @@ def test_backbone_runs_once_per_cached_experience(stream):
 
 def test_cache_stays_off_when_the_train_transform_is_random(stream):
     seed_everything(0)
-    model = build_model(stream, "tiny_bnn", {}, None)
+    model = build_model(RunSpec.of("tiny_bnn", stream.image_shape), stream.num_classes)
     built = build_strategy("cwr_star", model=model, params=PROTOCOL, deterministic_inputs=False)
     assert built.latent_cache is None

@@ -1,8 +1,11 @@
-"""One registry mechanism for benchmarks, backbones and strategies."""
+"""One registry mechanism for benchmarks, backbones and strategies, each entry with its
+parameters declared once."""
 
 import pytest
 
+from cycl_bench.data import protocol_of
 from cycl_bench.errors import UserError
+from cycl_bench.params import Options, Params
 from cycl_bench.registry import BACKBONES, BENCHMARKS, STRATEGIES, Registry
 
 
@@ -59,3 +62,65 @@ def test_every_benchmark_builds_from_synthetic_data(name):
     assert stream.source == "synthetic"
     assert stream.n_experiences == len(stream.classes_per_experience)
     assert len(stream.protocol_hash) == 16
+
+
+@pytest.mark.parametrize("registry", [BACKBONES, STRATEGIES])
+def test_every_backbone_and_strategy_declares_its_parameters(registry):
+    for name in registry.names():
+        declaration = registry.detail(name, "params")
+        assert issubclass(declaration, Params) and declaration.model_fields
+
+
+def test_every_benchmark_declares_its_options_for_each_data_source_it_reads():
+    for name in BENCHMARKS.names():
+        declared = BENCHMARKS.detail(name, "params")
+        assert {"real", "synthetic"} <= set(declared) <= {"real", "synthetic", "folder"}
+        assert all(issubclass(options, Options) for options in declared.values())
+    assert set(BENCHMARKS.detail("core50_nc", "params")) == {"real", "synthetic", "folder"}
+
+
+def one_line_error(call, *args, **kwargs) -> str:
+    with pytest.raises(UserError) as error:
+        call(*args, **kwargs)
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"num_classes": True}, "num_classes=True must be a positive integer"),
+        ({"num_classes": 5, "image_size": 4}, "image_size=4 must be an integer >= 8"),
+        ({"num_classes": 5, "width": 0}, "width=0 must be a positive number"),
+        ({"num_classes": 5, "precision_mode": "xnor"}, "must be one of cyclebnn, cpt"),
+        ({}, "tiny_bnn needs the backbone argument num_classes (a positive integer)"),
+        (
+            {"num_classes": 5, "widht": 2.0},
+            "unknown backbone argument 'widht' for tiny_bnn (did you mean 'width'?)",
+        ),
+    ],
+)
+def test_a_bad_backbone_argument_is_a_one_line_error(arguments, expected):
+    assert expected in one_line_error(BACKBONES.build, "tiny_bnn", **arguments)
+
+
+def test_benchmark_options_given_as_text_are_parsed_to_their_declared_types():
+    protocol = protocol_of(
+        "core50_nc", data="synthetic", image_size="16", object_level="no", augment="true"
+    )
+    assert protocol["image_size"] == 16 and protocol["level"] == "category"
+    assert protocol == protocol_of("core50_nc", data="synthetic", image_size=16, object_level=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"image_size": True}, "image_size=True must be an integer >= 8"),
+        ({"image_size": "4"}, "image_size='4' must be an integer >= 8"),
+        ({"images_per_object": "many"}, "images_per_object='many' must be a positive integer"),
+        ({"object_level": "maybe"}, "object_level='maybe' must be true or false"),
+        ({"mini": True}, "unknown option 'mini' for core50_nc with synthetic data; valid options"),
+    ],
+)
+def test_a_bad_benchmark_option_is_a_one_line_error(options, expected):
+    assert expected in one_line_error(protocol_of, "core50_nc", data="synthetic", **options)

@@ -8,12 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from cycl_bench.continual.loop import build_model, run_strategy, seed_everything
 from cycl_bench.data import synthetic
-from cycl_bench.evaluation.loop import build_model, run_strategy, seed_everything
 from cycl_bench.pretrain.config import PretrainConfig
 from cycl_bench.pretrain.run import pretrain
 from cycl_bench.quant.gradquant import quantize_fixed_point
 from cycl_bench.registry import BENCHMARKS
+from cycl_bench.spec import RunSpec
 from cycl_bench.strategies import build_strategy
 
 # two objects from each of five categories: some classes differ in shape, some only in colour
@@ -50,21 +51,14 @@ def setting(tmp_path_factory):
         synthetic_objects_per_category=3,
         synthetic_images_per_class=20,
     )
-    pretrained = pretrain(
-        config,
-        backbone="tiny_bnn",
-        stream=stream,
-        seed=0,
-        out_dir=root.parent / "pretrain",
-        cache_dir=root.parent / "cache",
-    )
-    kwargs = {**pretrained.backbone_kwargs, "num_classes": stream.num_classes}
-    return stream, kwargs, pretrained.checkpoint
+    spec = RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=root.parent / "cache")
+    pretrained = pretrain(config, spec, stream=stream, seed=0, out_dir=root.parent / "pretrain")
+    return stream, spec, pretrained.checkpoint
 
 
 @pytest.fixture(scope="module")
 def results(setting):
-    stream, kwargs, checkpoint = setting
+    stream, spec, checkpoint = setting
     runs = {
         "cwr_star": ("cwr_star", {}),
         "hq_cwr_star_16": ("hq_cwr_star", {"grad_bits": 16}),
@@ -75,10 +69,9 @@ def results(setting):
     return {
         entry: run_strategy(
             stream,
+            spec,
             strategy=name,
             params={**BUDGET, **params},
-            backbone="tiny_bnn",
-            backbone_kwargs=kwargs,
             checkpoint=checkpoint,
             seed=0,
         )
@@ -108,9 +101,9 @@ def test_cumulative_beats_cwr_star_which_beats_naive(results):
 
 
 def trained_head(setting, grad_bits: int):
-    stream, kwargs, checkpoint = setting
+    stream, spec, checkpoint = setting
     seed_everything(0)
-    model = build_model(stream, "tiny_bnn", kwargs, checkpoint)
+    model = build_model(spec, stream.num_classes, checkpoint)
     params = {**BUDGET, "grad_bits": grad_bits}
     built = build_strategy("hq_cwr_star", model=model, params=params)
     for experience in stream.train_stream:
@@ -141,14 +134,14 @@ def test_eight_sixteen_and_float_heads_differ_as_documented(setting):
 def test_the_quickstart_meets_its_targets(tmp_path):
     """`run core50_nc --data synthetic --fast`, one seed: the targets of the quickstart."""
     from cycl_bench import config as configs
-    from cycl_bench import runner
+    from cycl_bench import run_folder, runner
 
     config = configs.resolve(
         "core50_nc", fast=True, overrides=["seeds=[0]"], data="synthetic", wandb="disabled"
     )
-    plan = runner.prepare(config)
-    run_dir = runner.start(plan.config, tmp_path / "runs")
-    outcome = runner.run(plan, run_dir, cache_dir=tmp_path / "cache", echo=lambda line: None)
+    plan = runner.prepare(config, cache_dir=tmp_path / "cache")
+    run_dir = run_folder.start(plan.config, tmp_path / "runs")
+    outcome = runner.run(plan, run_dir, echo=lambda line: None)
     final = {
         result.config["strategy_entry"]: result.summary["final_accuracy"].mean
         for result in outcome.results

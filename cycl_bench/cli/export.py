@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cycl_bench import runner
+from cycl_bench import run_folder, runner
 from cycl_bench.errors import UserError, suggest
 
 HELP = "export a run's saved model to QONNX or ONNX and check it against PyTorch on the test set"
@@ -62,7 +62,7 @@ def saved_model_file(run_dir: Path, entry: str, seed: int) -> Path:
     """The saved model of (entry, seed) in a run, or a UserError saying why there is none."""
     from cycl_bench.export.saved import MODELS_DIR, model_path
 
-    config = runner.load_run(run_dir)
+    config = run_folder.load_run(run_dir)
     entries = list(config.strategy)
     if entry not in entries:
         raise UserError(
@@ -112,7 +112,7 @@ def run(args) -> int:
         f"({out.stat().st_size:,} bytes): {export_format.description}"
     )
 
-    stream = runner.build_stream(runner.load_run(run_dir))
+    stream = runner.build_stream(run_folder.load_run(run_dir))
     test_set = spread_subset(stream.test_views, limit)
     started = time.perf_counter()
     result = compare_predictions(model, export_format.predictor(out), batches(test_set))

@@ -1,13 +1,36 @@
-"""`list`: every registered benchmark, backbone, strategy and shipped experiment."""
+"""`list`: every registered benchmark, backbone, strategy and shipped experiment; `--details`
+adds each entry's parameters as declared (name, type, default, allowed values, description)."""
 
 from cycl_bench.config import shipped_experiments
-from cycl_bench.registry import ALL
+from cycl_bench.params import Params, describe
+from cycl_bench.registry import ALL, Registry
 
 HELP = "list registered benchmarks, backbones, strategies and shipped experiments"
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument(
+        "--details",
+        action="store_true",
+        help="also print every parameter: type, default, allowed values, description",
+    )
+
+
+def declarations(registry: Registry, name: str) -> list[tuple[str, type[Params]]]:
+    """(heading, declaration) pairs of an entry: one per data source for a benchmark."""
+    declared = registry.detail(name, "params")
+    if isinstance(declared, dict):
+        return [(f"options with {source} data", options) for source, options in declared.items()]
+    return [("parameters" if registry.kind == "strategy" else "arguments", declared)]
+
+
+def print_parameters(heading: str, declaration: type[Params]) -> None:
+    print(f"    {heading}:")
+    for row in describe(declaration):
+        print(
+            f"      {row.name:<24} {row.type:<6} {row.default:<11} {row.allowed:<26} "
+            f"{row.description}".rstrip()
+        )
 
 
 def run(args) -> int:
@@ -16,6 +39,9 @@ def run(args) -> int:
         for name in registry.names():
             description = registry.describe(name)
             print(f"  {name:<22} {description}".rstrip())
+            if args.details:
+                for heading, declaration in declarations(registry, name):
+                    print_parameters(heading, declaration)
     print("experiments:")
     for name in shipped_experiments():
         print(f"  {name}")

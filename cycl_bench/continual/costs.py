@@ -18,7 +18,7 @@ from __future__ import annotations
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from cycl_bench.quant.cost import FLOAT_BITS, LayerProfile, TrainingCost, step_bitops
+from cycl_bench.quant.cost import FLOAT_BITS, TrainingCost, step_bitops
 from cycl_bench.quant.precision import layer_precision
 from cycl_bench.strategies.base import ContinualStrategy
 from cycl_bench.strategies.protocol import BatchNormRecalibration
@@ -30,8 +30,8 @@ class TrainingCostMeter(SupervisedPlugin):
     def __init__(self, strategy: ContinualStrategy, input_shape: tuple[int, ...]):
         super().__init__()
         self.strategy = strategy
-        self.modules = dict(strategy.model.named_modules())
-        self.head: nn.Module | None = self.modules.get(strategy.head_name or "")
+        modules = dict(strategy.model.named_modules())
+        self.head: nn.Module | None = modules.get(strategy.head_name or "")
         self.cost = TrainingCost(strategy.model, input_shape, precision_of=self._precision_of)
         self._fixed_point_head = False
         self._experience_index = 0
@@ -49,11 +49,6 @@ class TrainingCostMeter(SupervisedPlugin):
     def reduction_vs_fp32(self) -> float:
         return self.cost.reduction_vs_fp32
 
-    def _bits(self, layer: LayerProfile) -> tuple[int, int, int]:
-        precision = self._precision_of(self.modules[layer.name])
-        grad_bits = precision.grad_bits if precision.grad_bits is not None else FLOAT_BITS
-        return precision.weight_bits, precision.act_bits, grad_bits
-
     def _add(self, bitops: int, fp32_bitops: int) -> None:
         self.cost.total_bitops += bitops
         self.cost.fp32_bitops += fp32_bitops
@@ -63,14 +58,14 @@ class TrainingCostMeter(SupervisedPlugin):
         for layer in self.cost.layers:
             if not include_head and layer.name == self.strategy.head_name:
                 continue
-            weight_bits, act_bits, _ = self._bits(layer)
+            weight_bits, act_bits, _ = self.cost.layer_bits(layer)
             bitops += layer.macs_per_sample * weight_bits * act_bits
             fp32 += layer.macs_per_sample * FLOAT_BITS * FLOAT_BITS
         self._add(bitops * samples, fp32 * samples)
 
     def _head_step(self, samples: int) -> None:
         (head,) = [layer for layer in self.cost.layers if layer.name == self.strategy.head_name]
-        bitops = step_bitops(head, *self._bits(head))
+        bitops = step_bitops(head, *self.cost.layer_bits(head))
         fp32 = step_bitops(head, FLOAT_BITS, FLOAT_BITS, FLOAT_BITS)
         self._add(bitops * samples, fp32 * samples)
         self.cost.steps += 1

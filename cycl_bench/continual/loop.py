@@ -112,10 +112,42 @@ def encode_views(model: nn.Module, views, device="cpu", eval_bits: int = DEPLOYE
         return [
             (
                 encode_dataset(model, view, FeatureCodec(), device, EVAL_BATCH_SIZE).to(device),
-                torch.as_tensor([int(item[1]) for item in view], device=device),
+                torch.as_tensor(view_targets(view), device=device),
             )
             for view in views
         ]
+
+
+def view_targets(view) -> list[int]:
+    """A view's labels in order, from its targets attribute when it has one (no image loaded)."""
+    if hasattr(view, "targets"):
+        return [int(target) for target in view.targets]
+    return [int(item[1]) for item in view]
+
+
+class AccuracyRows:
+    """The accuracy rows of a run over its test views.
+
+    A strategy whose backbone is frozen once the first experience is trained (the CWR* family)
+    has its test views encoded once, right after that experience, and every row from then on is
+    a head-only pass over the stored features (`head_accuracy_row`: the same numbers as
+    `accuracy_row`, a few milliseconds instead of a pass through the backbone). Other
+    strategies get a full pass per row.
+    """
+
+    def __init__(self, views, device="cpu", eval_bits: int = DEPLOYED_BITS):
+        self.views = views
+        self.device = device
+        self.eval_bits = eval_bits
+        self.encoded = None
+
+    def row(self, model: nn.Module, *, frozen_backbone: bool) -> list[float]:
+        if not frozen_backbone:
+            return accuracy_row(model, self.views, self.device, self.eval_bits)
+        if self.encoded is None:
+            with cpu_rng_untouched():
+                self.encoded = encode_views(model, self.views, self.device, self.eval_bits)
+        return head_accuracy_row(model, self.encoded)
 
 
 def run_strategy(
@@ -135,7 +167,8 @@ def run_strategy(
     costs, and (for cached strategies) the latent cache's size. `on_finished(model)` gets the
     model as it was evaluated last (for the CWR* family, with the consolidated head) and returns
     fields for the seed's results (where the model was saved). When only the head trains after
-    the first experience, the test views are encoded once and later rows are head-only passes.
+    the first experience, the test views are encoded once after it and every row is a head-only
+    pass (`AccuracyRows`).
     """
     device, eval_bits = spec.device, spec.eval_bits
     seed_everything(seed)
@@ -153,7 +186,7 @@ def run_strategy(
 
     matrix: list[list[float]] = []
     per_experience: list[ExperienceCost] = []
-    encoded_views = None
+    rows = AccuracyRows(stream.test_views, device, eval_bits)
     for index, experience in enumerate(stream.train_stream):
         bitops_before = meter.total_bitops
         reset_peak_memory(device)
@@ -163,13 +196,7 @@ def run_strategy(
         peaks = peak_memory_mb(device)
         if built.precision() != bits:
             raise RuntimeError(f"{strategy} changed the precision {bits} to {built.precision()}")
-        if built.frozen_backbone and index > 0:
-            if encoded_views is None:
-                with cpu_rng_untouched():
-                    encoded_views = encode_views(model, stream.test_views, device, eval_bits)
-            row = head_accuracy_row(model, encoded_views)
-        else:
-            row = accuracy_row(model, stream.test_views, device, eval_bits)
+        row = rows.row(model, frozen_backbone=built.frozen_backbone)
         matrix.append(row)
         cost = ExperienceCost(
             train_time_s=train_time,

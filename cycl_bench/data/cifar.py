@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from cycl_bench.data import synthetic
 from cycl_bench.data.assemble import make_stream
 from cycl_bench.data.base import Stream
 from cycl_bench.data.download import downloading, ensure_writable, resolve_data_root
-from cycl_bench.data.options import require_positive, resolve_options
-from cycl_bench.data.protocol import PLANNERS, Plan, request
+from cycl_bench.data.options import resolve_options
+from cycl_bench.data.protocol import Plan, request
 from cycl_bench.data.transforms import CIFAR_MEAN, CIFAR_STD, eval_transform
 from cycl_bench.data.transforms import train_transform as make_train_transform
 from cycl_bench.errors import UserError
+from cycl_bench.params import Options
 from cycl_bench.registry import BENCHMARKS
 
 IMAGE_SIZE = 32
@@ -33,7 +35,32 @@ SPLITS = {
     "split_cifar100": (100, [10] * 10),
     "split_cifar100_50_5x10": (100, [50] + [10] * 5),
 }
-SYNTHETIC_SIZES = {10: (100, 20), 100: (20, 5)}  # train, test images per class
+
+
+class RealOptions(Options):
+    augment: bool = False
+    """random flip and padded crop on training images"""
+
+
+class Cifar10SyntheticOptions(RealOptions):
+    train_images_per_class: int = Field(100, ge=1)
+    """generated training images per class"""
+    test_images_per_class: int = Field(20, ge=1)
+    """generated test images per class"""
+
+
+class Cifar100SyntheticOptions(Cifar10SyntheticOptions):
+    train_images_per_class: int = Field(20, ge=1)
+    """generated training images per class"""
+    test_images_per_class: int = Field(5, ge=1)
+    """generated test images per class"""
+
+
+SYNTHETIC_OPTIONS = {10: Cifar10SyntheticOptions, 100: Cifar100SyntheticOptions}
+
+
+def _declared_options(name: str) -> dict[str, type[Options]]:
+    return {"real": RealOptions, "synthetic": SYNTHETIC_OPTIONS[SPLITS[name][0]]}
 
 
 def class_order(seed: int, num_classes: int) -> list[int]:
@@ -49,17 +76,8 @@ def plan_split_cifar(name: str, *, data: str, seed: int, options: dict[str, Any]
             "(class folders) or core50_ni --data folder:PATH (session folders)"
         )
     generator = None
-    if source == "real":
-        options = resolve_options(name, source, options, {"augment": False})
-    else:
-        train_per_class, test_per_class = SYNTHETIC_SIZES[num_classes]
-        defaults = {
-            "augment": False,
-            "train_images_per_class": train_per_class,
-            "test_images_per_class": test_per_class,
-        }
-        options = resolve_options(name, source, options, defaults)
-        require_positive(options, "train_images_per_class", "test_images_per_class")
+    options = resolve_options(name, source, options, _declared_options(name)[source])
+    if source == "synthetic":
         generator = {
             "name": "cifar_like",
             "version": 1,
@@ -196,7 +214,11 @@ def build_split_cifar(name: str, data: str, data_root, seed: int, options: dict)
     return split_stream(plan, train_set, test_set)
 
 
-@BENCHMARKS.register("split_cifar10")
+@BENCHMARKS.register(
+    "split_cifar10",
+    planner=partial(plan_split_cifar, "split_cifar10"),
+    params=_declared_options("split_cifar10"),
+)
 def split_cifar10(
     *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
 ) -> Stream:
@@ -204,7 +226,11 @@ def split_cifar10(
     return build_split_cifar("split_cifar10", data, data_root, seed, options)
 
 
-@BENCHMARKS.register("split_cifar100")
+@BENCHMARKS.register(
+    "split_cifar100",
+    planner=partial(plan_split_cifar, "split_cifar100"),
+    params=_declared_options("split_cifar100"),
+)
 def split_cifar100(
     *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
 ) -> Stream:
@@ -212,13 +238,13 @@ def split_cifar100(
     return build_split_cifar("split_cifar100", data, data_root, seed, options)
 
 
-@BENCHMARKS.register("split_cifar100_50_5x10")
+@BENCHMARKS.register(
+    "split_cifar100_50_5x10",
+    planner=partial(plan_split_cifar, "split_cifar100_50_5x10"),
+    params=_declared_options("split_cifar100_50_5x10"),
+)
 def split_cifar100_50_5x10(
     *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
 ) -> Stream:
     """Split CIFAR-100, half first: 50 classes, then 5 experiences of 10."""
     return build_split_cifar("split_cifar100_50_5x10", data, data_root, seed, options)
-
-
-for _name in SPLITS:
-    PLANNERS[_name] = partial(plan_split_cifar, _name)

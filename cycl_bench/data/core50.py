@@ -17,17 +17,25 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from cycl_bench.data import synthetic
 from cycl_bench.data.assemble import ImageTensorDataset, make_stream
 from cycl_bench.data.base import Stream
 from cycl_bench.data.download import downloading, ensure_writable, resolve_data_root
-from cycl_bench.data.folder import build_folder_stream, plan_folder_nc, plan_folder_ni
-from cycl_bench.data.options import require_positive, resolve_options
-from cycl_bench.data.protocol import PLANNERS, Plan, request
+from cycl_bench.data.folder import (
+    FolderNcOptions,
+    FolderNiOptions,
+    build_folder_stream,
+    plan_folder_nc,
+    plan_folder_ni,
+)
+from cycl_bench.data.options import resolve_options
+from cycl_bench.data.protocol import Plan, request
 from cycl_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from cycl_bench.data.transforms import train_transform as make_train_transform
 from cycl_bench.errors import UserError
+from cycl_bench.params import Options
 from cycl_bench.registry import BENCHMARKS
 
 RUNS = range(10)
@@ -35,14 +43,27 @@ EXPERIENCES = {"ni": 8, "nc": 9}
 FILELIST_FOLDERS = {"ni": "batches_filelists/NI_inc", "nc": "batches_filelists/NC_inc"}
 METADATA_FILES = ("paths.pkl", "LUP.pkl", "labels.pkl", "labels2names.pkl")
 
-REAL_DEFAULTS = {"object_level": True, "mini": False, "augment": False}
-SYNTHETIC_DEFAULTS = {
-    "object_level": True,
-    "image_size": 32,
-    "images_per_object": 6,
-    "test_images_per_object": 3,
-    "augment": False,
-}
+
+class RealOptions(Options):
+    object_level: bool = True
+    """50 objects; false: 10 categories"""
+    mini: bool = False
+    """the 32x32 images instead of 128x128"""
+    augment: bool = False
+    """random flip and padded crop on training images"""
+
+
+class SyntheticOptions(Options):
+    object_level: bool = True
+    """50 objects; false: 10 categories"""
+    image_size: int = Field(32, ge=8)
+    """side of the generated images"""
+    images_per_object: int = Field(6, ge=1)
+    """images per object per train session"""
+    test_images_per_object: int = Field(3, ge=1)
+    """images per object per test session"""
+    augment: bool = False
+    """random flip and padded crop on training images"""
 
 
 def image_folder_name(mini: bool) -> str:
@@ -59,17 +80,14 @@ def plan_core50(scenario: str, *, data: str, seed: int, options: dict[str, Any])
         plan_folder = plan_folder_ni if scenario == "ni" else plan_folder_nc
         return plan_folder(name, folder, seed, options)
     if source == "real":
-        options = resolve_options(name, source, options, REAL_DEFAULTS)
+        options = resolve_options(name, source, options, RealOptions)
         if seed not in RUNS:
             raise UserError(
                 f"stream seed {seed} selects the CORe50 run, which must be 0..9 for real data"
             )
         image_size, generator = (32 if options["mini"] else 128), None
     else:
-        options = resolve_options(name, source, options, SYNTHETIC_DEFAULTS)
-        require_positive(options, "images_per_object", "test_images_per_object")
-        if options["image_size"] < 8:
-            raise UserError(f"option image_size={options['image_size']} must be at least 8")
+        options = resolve_options(name, source, options, SyntheticOptions)
         image_size = options["image_size"]
         generator = {
             "name": "core50_like",
@@ -290,7 +308,11 @@ def build_core50(scenario: str, data: str, data_root, seed: int, options: dict) 
     return load_real_core50(plan, data_root)
 
 
-@BENCHMARKS.register("core50_ni")
+@BENCHMARKS.register(
+    "core50_ni",
+    planner=partial(plan_core50, "ni"),
+    params={"real": RealOptions, "synthetic": SyntheticOptions, "folder": FolderNiOptions},
+)
 def core50_ni(
     *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
 ) -> Stream:
@@ -298,13 +320,13 @@ def core50_ni(
     return build_core50("ni", data, data_root, seed, options)
 
 
-@BENCHMARKS.register("core50_nc")
+@BENCHMARKS.register(
+    "core50_nc",
+    planner=partial(plan_core50, "nc"),
+    params={"real": RealOptions, "synthetic": SyntheticOptions, "folder": FolderNcOptions},
+)
 def core50_nc(
     *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
 ) -> Stream:
     """CORe50 new classes: 9 experiences with 10, 5, ..., 5 objects."""
     return build_core50("nc", data, data_root, seed, options)
-
-
-PLANNERS["core50_ni"] = partial(plan_core50, "ni")
-PLANNERS["core50_nc"] = partial(plan_core50, "nc")

@@ -19,19 +19,33 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from pydantic import Field
 
 from cycl_bench.data.assemble import ImageTensorDataset, make_stream
 from cycl_bench.data.base import Stream
-from cycl_bench.data.options import require_positive, resolve_options
+from cycl_bench.data.options import resolve_options
 from cycl_bench.data.protocol import Plan
 from cycl_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from cycl_bench.data.transforms import train_transform as make_train_transform
 from cycl_bench.errors import UserError
+from cycl_bench.params import Options
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 TEST_SESSION = "test"
-NI_DEFAULTS = {"image_size": 32, "augment": False}
-NC_DEFAULTS = {"image_size": 32, "augment": False, "split": "2", "test_fraction": 0.2}
+
+
+class FolderNiOptions(Options):
+    image_size: int = Field(32, ge=1)
+    """images are resized to this square"""
+    augment: bool = False
+    """random flip and padded crop on training images"""
+
+
+class FolderNcOptions(FolderNiOptions):
+    split: str = "2"
+    """classes per experience (2), or the sizes of the experiences (4,2,2)"""
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    """share of every class held out as the test set"""
 
 
 def _natural_key(name: str) -> list:
@@ -92,8 +106,7 @@ def _ni_layout(root: Path) -> tuple[dict[str, dict[str, list[Path]]], dict[str, 
 
 
 def plan_folder_ni(name: str, root: Path, seed: int, options: dict) -> Plan:
-    options = resolve_options(name, "folder", options, NI_DEFAULTS)
-    require_positive(options, "image_size")
+    options = resolve_options(name, "folder", options, FolderNiOptions)
     sessions, test = _ni_layout(root)
     classes = sorted({c for tree in [*sessions.values(), test] for c in tree})
     files = [f for tree in [*sessions.values(), test] for fs in tree.values() for f in fs]
@@ -141,10 +154,7 @@ def _held_out(files: list[Path], fraction: float, rng: np.random.Generator) -> s
 
 
 def plan_folder_nc(name: str, root: Path, seed: int, options: dict) -> Plan:
-    options = resolve_options(name, "folder", options, NC_DEFAULTS)
-    require_positive(options, "image_size")
-    if not 0 < options["test_fraction"] < 1:
-        raise UserError(f"option test_fraction={options['test_fraction']} must be between 0 and 1")
+    options = resolve_options(name, "folder", options, FolderNcOptions)
     _check_root(root)
     tree = _class_tree(root)
     if not tree:

@@ -1,13 +1,13 @@
 """The protocol of a stream (everything that defines it) computed without loading any data.
 
-The leaderboard validator checks submitted protocol hashes offline, so every benchmark
-module registers here a planner that resolves options and returns the protocol; its factory
-uses the same planner, so `Stream.protocol == protocol_of(...)` by construction.
+The leaderboard validator checks submitted protocol hashes offline, so every benchmark registers
+with its factory a `planner` that resolves options and returns the protocol
+(`BENCHMARKS.register(name, planner=...)`); the factory uses the same planner, so
+`Stream.protocol == protocol_of(...)` by construction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,6 @@ class Plan:
     protocol: dict[str, Any]
 
 
-Planner = Callable[..., Plan]
-PLANNERS: dict[str, Planner] = {}
-
-
 def check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"stream seed {seed!r} must be a non-negative integer")
@@ -46,5 +42,5 @@ def request(data: str, seed: Any) -> tuple[Source, Path | None, int]:
 
 def protocol_of(name: str, *, data: str = "real", seed: int = 0, **options: Any) -> dict:
     """The protocol `BENCHMARKS.build(name, data=data, seed=seed, **options)` would have."""
-    BENCHMARKS.get(name)  # unknown names: UserError listing the known ones
-    return PLANNERS[name](data=data, seed=seed, options=options).protocol
+    planner = BENCHMARKS.detail(name, "planner")  # unknown names: UserError listing the known
+    return planner(data=data, seed=seed, options=options).protocol

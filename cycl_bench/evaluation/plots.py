@@ -173,3 +173,18 @@ def plot_precision_schedule(
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)  # off the lines
     axes.set_title(title, fontsize=10)
     return _save(figure, path)
+
+
+def plot_run(results: Sequence[Results], folder: Path, schedule_png: Path | None) -> list[Path]:
+    """A run's plots: the accuracy curves of every entry, each entry's accuracy matrix, and the
+    pretraining schedule (already drawn by the pretraining) when there is one."""
+    if not results:
+        return []
+    folder = Path(folder)
+    paths = [plot_accuracy_curves(results, folder / "accuracy_curves.png")]
+    for entry_results in results:
+        entry = entry_results.config.get("strategy_entry", entry_results.method.strategy)
+        paths.append(plot_accuracy_matrix(entry_results, folder / f"accuracy_matrix_{entry}.png"))
+    if schedule_png and Path(schedule_png).is_file():
+        paths.append(Path(schedule_png))
+    return paths

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cycl_bench.errors import UserError
-from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS
+from cycl_bench.quant.bits import FLOAT_GRAD_BITS
 from cycl_bench.quant.precision import set_precision, switchable_layers
 from cycl_bench.registry import BACKBONES
 

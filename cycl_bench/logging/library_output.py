@@ -75,3 +75,17 @@ def library_output(log_file: Path, *, verbose: bool = False) -> Iterator[Path]:
             logger.propagate = propagate
             logger.setLevel(level)
         handler.close()
+
+
+def quiet_libraries() -> None:
+    """Known start-up noise of the libraries, off the console (every command and Ray worker)."""
+    # Avalanche imports qpsolvers for GEM, which warns on every start when no QP solver is
+    # installed; no strategy of this suite needs one.
+    warnings.filterwarnings("ignore", message="no QP solver", category=UserWarning)
+    # Brevitas' graph tools (imported by the export) warn that an optional CUDA kernel package
+    # is missing; export does not use it.
+    warnings.filterwarnings(
+        "ignore", message="fast_hadamard_transform package not found", category=UserWarning
+    )
+    # Brevitas imports torch's extension builder, which logs a CUDA_HOME note on CPU machines.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)

@@ -240,3 +240,36 @@ def offline_sync_hint(out_dir: str | Path) -> str | None:
         f"W&B: {len(runs)} offline run{plural} in {folder}; "
         f"upload with: wandb sync {folder}/offline-run-*"
     )
+
+
+def experience_logger(session: WandbSession, test_sizes: list[int]):
+    """`run_strategy`'s `on_experience` hook: an experience's accuracies and costs to W&B."""
+
+    def log(index: int, info: dict[str, Any]) -> None:
+        metrics = experience_accuracies(index, info["accuracy_row"], test_sizes)
+        metrics.update(
+            {
+                f"experience/{key}": float(value)
+                for key, value in info.items()
+                if key != "accuracy_row" and isinstance(value, (int, float))
+            }
+        )
+        session.log_experience(index, metrics)
+
+    return log
+
+
+SUMMARY_KEYS = (
+    "final_accuracy",
+    "average_forgetting",
+    "bwt",
+    "train_time_s",
+    "peak_memory_mb",
+    "train_bitops",
+    "bitops_reduction_vs_fp32",
+)
+
+
+def seed_summary(seed_result) -> dict[str, float]:
+    """A cell's final per-seed scalars for the W&B run summary."""
+    return {key: getattr(seed_result, key) for key in SUMMARY_KEYS}

@@ -11,13 +11,16 @@ float kit the same unit with ReLU after the sum.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from cycl_bench.errors import UserError
+from cycl_bench.params import Params, check
 from cycl_bench.quant.layers import BinaryConv2d, fixed_quant_conv2d, fixed_quant_linear
-from cycl_bench.quant.quantizers import check_precision_mode
+from cycl_bench.quant.quantizers import PRECISION_MODES, check_precision_mode
+from cycl_bench.registry import BACKBONES
 
 CIFAR_RESOLUTION = 32
 
@@ -186,10 +189,6 @@ class Backbone(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    @property
-    def feature_dim(self) -> int:
-        return self.classifier.in_features
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
@@ -198,43 +197,29 @@ def scaled_channels(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def check_backbone_args(
-    *, num_classes: int, in_channels: int, width: float, image_size: int
-) -> None:
-    """UserError for arguments no backbone can be built with."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise UserError(f"num_classes={num_classes!r} is invalid: use a positive integer")
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise UserError(f"in_channels={in_channels!r} is invalid: use a positive integer")
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or width <= 0:
-        raise UserError(f"width={width!r} is invalid: use a positive multiplier such as 1.0")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise UserError(f"image_size={image_size!r} is invalid: use an integer of at least 8")
+class BackboneParams(Params):
+    """What every registered backbone is built with (`BACKBONES.build(name, **arguments)`)."""
+
+    num_classes: int = Field(ge=1)
+    """classes of the output layer"""
+    in_channels: int = Field(3, ge=1)
+    """channels of the input images"""
+    width: float = Field(1.0, gt=0)
+    """multiplies every channel count"""
+    image_size: int = Field(32, ge=8)
+    """side of the square input images"""
+    precision_mode: Literal[PRECISION_MODES] = "cyclebnn"
+    """cyclebnn: k-bit quantization before the sign (1x1-bit convolutions); cpt: k x k bits"""
 
 
-def make_kit(binary: bool, precision_mode: str) -> LayerKit:
-    """The kit for a registered constructor; float references still validate precision_mode."""
-    check_precision_mode(precision_mode)
-    return LayerKit.binary(precision_mode) if binary else LayerKit.floating()
+def register_backbone(name: str, network, *, binary: bool, doc: str) -> None:
+    """Register `network(kit, num_classes=..., in_channels=..., width=..., image_size=...)` under
+    `name`, with a keyword-only constructor that checks its arguments (`BackboneParams`)."""
 
-
-def registered_constructor(network, *, binary: bool, doc: str):
-    """The keyword-only constructor every backbone registers: arguments checked, then
-    `network(kit, num_classes=..., in_channels=..., width=..., image_size=...)`."""
-
-    def construct(
-        *,
-        num_classes: int,
-        in_channels: int = 3,
-        width: float = 1.0,
-        image_size: int = 32,
-        precision_mode: str = "cyclebnn",
-    ) -> nn.Module:
-        arguments = dict(
-            num_classes=num_classes, in_channels=in_channels, width=width, image_size=image_size
-        )
-        check_backbone_args(**arguments)
-        return network(make_kit(binary, precision_mode), **arguments)
+    def construct(**arguments) -> nn.Module:
+        params = check(BackboneParams, arguments, owner=name, kind="backbone argument")
+        kit = LayerKit.binary(params.precision_mode) if binary else LayerKit.floating()
+        return network(kit, **params.model_dump(exclude={"precision_mode"}))
 
     construct.__doc__ = doc
-    return construct
+    BACKBONES.register(name, params=BackboneParams)(construct)

@@ -17,10 +17,9 @@ from cycl_bench.models.common import (
     LayerKit,
     LearnableShift,
     Stem,
-    registered_constructor,
+    register_backbone,
     scaled_channels,
 )
-from cycl_bench.registry import BACKBONES
 
 # Building blocks
 
@@ -95,18 +94,16 @@ class ReActNet(Backbone):
 # Registered constructors
 
 
-BACKBONES.register("reactnet_bnn")(
-    registered_constructor(
-        ReActNet,
-        binary=True,
-        doc="Compact ReActNet: binary convs, RSign thresholds, RPReLU, 8-bit stem/classifier.",
-    )
+register_backbone(
+    "reactnet_bnn",
+    ReActNet,
+    binary=True,
+    doc="Compact ReActNet: binary convs, RSign thresholds, RPReLU, 8-bit stem/classifier.",
 )
 
-BACKBONES.register("reactnet_fp")(
-    registered_constructor(
-        ReActNet,
-        binary=False,
-        doc="Float reference of reactnet_bnn (same topology, float convs).",
-    )
+register_backbone(
+    "reactnet_fp",
+    ReActNet,
+    binary=False,
+    doc="Float reference of reactnet_bnn (same topology, float convs).",
 )

@@ -18,10 +18,9 @@ from cycl_bench.models.common import (
     LayerKit,
     ResidualUnit,
     Stem,
-    registered_constructor,
+    register_backbone,
     scaled_channels,
 )
-from cycl_bench.registry import BACKBONES
 
 # Building blocks
 
@@ -74,18 +73,16 @@ class ResNet(Backbone):
 # Registered constructors
 
 
-BACKBONES.register("resnet18_bnn")(
-    registered_constructor(
-        partial(ResNet, blocks_per_stage=(2, 2, 2, 2)),
-        binary=True,
-        doc="CIFAR-style Bi-Real ResNet-18: binary convs, real shortcuts, 8-bit stem/classifier.",
-    )
+register_backbone(
+    "resnet18_bnn",
+    partial(ResNet, blocks_per_stage=(2, 2, 2, 2)),
+    binary=True,
+    doc="CIFAR-style Bi-Real ResNet-18: binary convs, real shortcuts, 8-bit stem/classifier.",
 )
 
-BACKBONES.register("resnet18_fp")(
-    registered_constructor(
-        partial(ResNet, blocks_per_stage=(2, 2, 2, 2)),
-        binary=False,
-        doc="Float reference of resnet18_bnn (same topology, float convs, ReLU).",
-    )
+register_backbone(
+    "resnet18_fp",
+    partial(ResNet, blocks_per_stage=(2, 2, 2, 2)),
+    binary=False,
+    doc="Float reference of resnet18_bnn (same topology, float convs, ReLU).",
 )

@@ -18,10 +18,9 @@ from cycl_bench.models.common import (
     LayerKit,
     ResidualUnit,
     Stem,
-    registered_constructor,
+    register_backbone,
     scaled_channels,
 )
-from cycl_bench.registry import BACKBONES
 
 STEM_RESOLUTION = 16
 # (output channels, stride) of each residual unit
@@ -57,18 +56,16 @@ class TinyNet(Backbone):
         return self.pool(self.body(self.stem(x))).flatten(1)
 
 
-BACKBONES.register("tiny_bnn")(
-    registered_constructor(
-        TinyNet,
-        binary=True,
-        doc="Tiny Bi-Real network (4 binary convs, real shortcuts, 8-bit stem/head), for CPU.",
-    )
+register_backbone(
+    "tiny_bnn",
+    TinyNet,
+    binary=True,
+    doc="Tiny Bi-Real network (4 binary convs, real shortcuts, 8-bit stem/head), for CPU.",
 )
 
-BACKBONES.register("tiny_fp")(
-    registered_constructor(
-        TinyNet,
-        binary=False,
-        doc="Float reference of tiny_bnn (same topology, float convs, ReLU after each sum).",
-    )
+register_backbone(
+    "tiny_fp",
+    TinyNet,
+    binary=False,
+    doc="Float reference of tiny_bnn (same topology, float convs, ReLU after each sum).",
 )

@@ -14,10 +14,9 @@ from cycl_bench.models.common import (
     Backbone,
     LayerKit,
     Stem,
-    registered_constructor,
+    register_backbone,
     scaled_channels,
 )
-from cycl_bench.registry import BACKBONES
 
 # Building blocks
 
@@ -63,18 +62,16 @@ class VggSmall(Backbone):
 # Registered constructors
 
 
-BACKBONES.register("vgg_small_bnn")(
-    registered_constructor(
-        VggSmall,
-        binary=True,
-        doc="CIFAR VGG-Small, five binary convs, 8-bit stem/classifier.",
-    )
+register_backbone(
+    "vgg_small_bnn",
+    VggSmall,
+    binary=True,
+    doc="CIFAR VGG-Small, five binary convs, 8-bit stem/classifier.",
 )
 
-BACKBONES.register("vgg_small_fp")(
-    registered_constructor(
-        VggSmall,
-        binary=False,
-        doc="Float reference of vgg_small_bnn (same topology, float convs, ReLU).",
-    )
+register_backbone(
+    "vgg_small_fp",
+    VggSmall,
+    binary=False,
+    doc="Float reference of vgg_small_bnn (same topology, float convs, ReLU).",
 )

@@ -146,7 +146,9 @@ class TrainingCost:
             self._layers = dict(self.model.named_modules())
             self._trainable = trainable
 
-    def _bits(self, layer: LayerProfile) -> tuple[int, int, int]:
+    def layer_bits(self, layer: LayerProfile) -> tuple[int, int, int]:
+        """(weight, activation, gradient) bits a layer of `layers` computes with now (32 for a
+        float gradient)."""
         precision = self.precision_of(self._layers[layer.name])
         if precision is None:
             raise ValueError(f"no precision for compute layer '{layer.name}'")
@@ -158,7 +160,7 @@ class TrainingCost:
         self._refresh()
         bitops = fp32 = 0
         for layer in self._profile:
-            bitops += step_bitops(layer, *self._bits(layer))
+            bitops += step_bitops(layer, *self.layer_bits(layer))
             fp32 += step_bitops(layer, FLOAT_BITS, FLOAT_BITS, FLOAT_BITS)
         return bitops * batch_size, fp32 * batch_size
 
@@ -170,11 +172,3 @@ class TrainingCost:
         self.steps += 1
         self.samples += batch_size
         return bitops
-
-    def state_dict(self) -> dict[str, int]:
-        return {
-            "steps": self.steps,
-            "samples": self.samples,
-            "total_bitops": self.total_bitops,
-            "fp32_bitops": self.fp32_bitops,
-        }

@@ -17,23 +17,9 @@ import torch
 from torch import nn
 
 from cycl_bench.errors import UserError
+from cycl_bench.quant.bits import FLOAT_GRAD_BITS, check_grad_bits
 
-GRAD_BITS_RANGE = (2, 32)
-"""Valid gradient bit widths; 32 means no gradient quantization."""
-
-FLOAT_GRAD_BITS = 32
 ROUNDING_MODES = ("stochastic", "nearest")
-
-
-def check_grad_bits(bits: int) -> int:
-    """The bit width as an int, or a UserError naming the valid range."""
-    low, high = GRAD_BITS_RANGE
-    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
-        raise UserError(
-            f"grad_bits={bits!r} is out of range: use an integer from {low} to {high} "
-            f"({FLOAT_GRAD_BITS} = no gradient quantization)"
-        )
-    return bits
 
 
 def power_of_two_scale(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -125,15 +111,3 @@ class GradientQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, rounding={self.rounding}"
-
-
-__all__ = [
-    "FLOAT_GRAD_BITS",
-    "GRAD_BITS_RANGE",
-    "ROUNDING_MODES",
-    "GradientQuantizer",
-    "check_grad_bits",
-    "power_of_two_scale",
-    "quantize_fixed_point",
-    "quantize_gradient",
-]

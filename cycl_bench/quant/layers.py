@@ -12,12 +12,12 @@ import torch
 from brevitas.nn import QuantConv2d, QuantLinear
 from brevitas.quant import Int8ActPerTensorFloatMinMaxInit, Int8WeightPerChannelFloat
 
-from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS, GradientQuantizer, check_grad_bits
+from cycl_bench.quant.bits import FLOAT_GRAD_BITS, check_bits, check_grad_bits
+from cycl_bench.quant.gradquant import GradientQuantizer
 from cycl_bench.quant.quantizers import (
     SwitchableBinaryActQuant,
     SwitchableBinaryWeightQuant,
     SwitchableBitWidth,
-    check_bits,
     check_precision_mode,
 )
 

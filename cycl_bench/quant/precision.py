@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
 from torch import nn
 
-from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS, check_grad_bits
+from cycl_bench.quant.bits import FLOAT_GRAD_BITS, check_bits, check_grad_bits
 from cycl_bench.quant.layers import BinaryConv2d
-from cycl_bench.quant.quantizers import check_bits
 
 FLOAT_BITS = 32
 

@@ -40,22 +40,11 @@ from brevitas.proxy import ActQuantProxyFromInjector, WeightQuantProxyFromInject
 
 from cycl_bench.errors import UserError
 
-BITS_RANGE = (1, 8)
-"""Valid weight and activation bit widths of the switchable layers."""
-
 PRECISION_MODES = ("cyclebnn", "cpt")
 WEIGHT_SCALE_GAIN = 2.0 * math.sqrt(2.0)
 WEIGHT_SCALE_EPS = 1e-5
 ACT_RANGE_MOMENTUM = 0.1
 SAMPLE_NORM_EPS = 1e-5
-
-
-def check_bits(name: str, bits: int) -> int:
-    """The bit width as an int, or a UserError naming the valid range."""
-    low, high = BITS_RANGE
-    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
-        raise UserError(f"{name}={bits!r} is out of range: use an integer from {low} to {high}")
-    return bits
 
 
 def check_precision_mode(mode: str) -> str:

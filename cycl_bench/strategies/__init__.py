@@ -1,6 +1,11 @@
 """Continual-learning strategies on binary backbones, registered in `STRATEGIES` by name."""
 
 from cycl_bench.strategies import catalog  # noqa: F401  (registers the strategies)
-from cycl_bench.strategies.base import ContinualStrategy, build_strategy, strategy_defaults
+from cycl_bench.strategies.base import (
+    ContinualStrategy,
+    build_strategy,
+    strategy_defaults,
+    strategy_params,
+)
 
-__all__ = ["ContinualStrategy", "build_strategy", "strategy_defaults"]
+__all__ = ["ContinualStrategy", "build_strategy", "strategy_defaults", "strategy_params"]

@@ -1,28 +1,30 @@
 """What a built strategy is, and how a strategy is built from a name and user parameters.
 
-Every registered strategy factory has the keyword-only signature
-`(*, model, device, deterministic_inputs, protocol=<its TrainingProtocol defaults>, **own)`:
-`model`, `device` and `deterministic_inputs` come from the run, the rest are user parameters
-(the protocol's fields flattened next to the strategy's own, validated here).
+Every registered strategy declares its user parameters once, as a `Params` model registered with
+it (`STRATEGIES.register("ewc", params=EwcParams)`): the training protocol's fields
+(`ProtocolParams`) next to the strategy's own, with their defaults, types and ranges. Its factory
+has the keyword-only signature `(*, model, params, device, deterministic_inputs)`: `params` is
+the validated declaration, the rest come from the run.
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from avalanche.training.templates import SupervisedTemplate
+from pydantic import Field
 from torch import nn
 
-from cycl_bench.errors import UserError, suggest
+from cycl_bench.errors import UserError
+from cycl_bench.params import Params, check
 from cycl_bench.quant.precision import get_precision
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.latent_cache import LatentCache
-from cycl_bench.strategies.protocol import TrainingProtocol
+from cycl_bench.strategies.protocol import OPTIMIZERS, TrainingProtocol
 
-RUN_ARGUMENTS = ("model", "device", "deterministic_inputs")
 HEAD_LAYER = "classifier"
 ExtraCost = Literal["teacher_forward", "importance_pass", "calibration_pass"]
 
@@ -49,14 +51,12 @@ class ContinualStrategy:
     template: SupervisedTemplate
     model: nn.Module
     params: dict[str, Any]
-    gradient_bits: int = 32
     head_name: str | None = None
     head_precision: HeadPrecision | None = None
     latent_cache: LatentCache | None = None
     frozen_backbone: bool = False
     """True when only the head trains after the first experience (its features stay fixed)."""
     extra_cost: ExtraCost | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def precision(self) -> tuple[int, int, int]:
         """(weight, activation, gradient) bits this strategy trains and evaluates with, as the
@@ -75,57 +75,68 @@ class ContinualStrategy:
             self.template.train(experience, eval_streams=[])
 
 
-def _own_defaults(name: str) -> tuple[TrainingProtocol, dict[str, Any]]:
-    signature = inspect.signature(STRATEGIES.get(name))
-    protocol = signature.parameters["protocol"].default
-    own = {
-        key: parameter.default
-        for key, parameter in signature.parameters.items()
-        if key not in RUN_ARGUMENTS and key != "protocol"
-    }
-    return protocol, own
+class ProtocolParams(Params):
+    """The training protocol every strategy follows (`TrainingProtocol`), as user parameters."""
+
+    batch_size: int = Field(50, ge=1)
+    """training minibatch"""
+    first_optimizer: Literal[OPTIMIZERS] = "adam"
+    """optimizer of the first experience"""
+    first_lr: float = Field(0.0025, gt=0)
+    """learning rate of the first experience"""
+    first_epochs: int = Field(10, ge=1)
+    """epochs of the first experience"""
+    optimizer: Literal[OPTIMIZERS] = "adam"
+    """optimizer of every later experience (a fresh one each time: learning rate reset)"""
+    lr: float = Field(0.0025, gt=0)
+    """learning rate of the later experiences"""
+    epochs: int = Field(5, ge=1)
+    """epochs of each later experience"""
+    min_steps: int = Field(50, ge=0)
+    """optimizer steps each experience takes at least (more epochs on a small stream)"""
+    momentum: float = Field(0.0, ge=0, lt=1)
+    """SGD momentum (both phases); Adam ignores it"""
+
+    def protocol(self) -> TrainingProtocol:
+        return TrainingProtocol(
+            **{name: getattr(self, name) for name in ProtocolParams.model_fields}
+        )
+
+
+def strategy_params(name: str, given: Mapping[str, Any] | None = None) -> ProtocolParams:
+    """`given` validated against the strategy's declaration, defaults filled in; a one-line
+    UserError for an unknown strategy or parameter or a bad value."""
+    declaration = STRATEGIES.detail(name, "params")
+    return check(declaration, given or {}, owner=f"strategy '{name}'")
 
 
 def strategy_defaults(name: str) -> dict[str, Any]:
     """Every user parameter of a strategy with its default, protocol fields first."""
-    protocol, own = _own_defaults(name)
-    return {**protocol.as_dict(), **own}
+    return strategy_params(name).model_dump()
 
 
 def build_strategy(
     name: str,
     *,
     model: nn.Module,
-    params: dict[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
     device="cpu",
     deterministic_inputs: bool = True,
 ) -> ContinualStrategy:
-    """Validate `params` against the strategy's parameters and build it on `model`.
+    """Validate `params` against the strategy's declaration and build it on `model`.
 
     `model` must be fresh (CWR* stores its state on it). Unknown names or parameters raise a
     UserError listing the valid ones.
     """
-    protocol, own = _own_defaults(name)
-    params = dict(params or {})
-    valid = [*protocol.field_names(), *own]
-    unknown = [key for key in params if key not in valid]
-    if unknown:
-        key = unknown[0]
-        raise UserError(
-            f"strategy '{name}' has no parameter '{key}'{suggest(key, valid)}; "
-            f"valid: {', '.join(valid)}"
-        )
-    protocol_params = {k: v for k, v in params.items() if k in protocol.field_names()}
-    own_params = {k: v for k, v in params.items() if k in own}
+    checked = strategy_params(name, params)
     built = STRATEGIES.build(
         name,
         model=model,
+        params=checked,
         device=device,
         deterministic_inputs=deterministic_inputs,
-        protocol=replace(protocol, **protocol_params),
-        **own_params,
     )
-    built.params = {**strategy_defaults(name), **params}
+    built.params = checked.model_dump()
     return built
 
 

@@ -10,17 +10,27 @@ afterwards; `hq_cwr_star` differs from `cwr_star` only in its fixed-point head u
 
 from __future__ import annotations
 
+from typing import Literal
+
 from avalanche.training import EWC, Cumulative, LwF, Naive, Replay
 from avalanche.training.templates import SupervisedTemplate
+from pydantic import Field
 from torch import nn
 
-from cycl_bench.errors import UserError
-from cycl_bench.quant.gradquant import ROUNDING_MODES, check_grad_bits
+from cycl_bench.params import GradBits
+from cycl_bench.quant.gradquant import ROUNDING_MODES
 from cycl_bench.registry import STRATEGIES
-from cycl_bench.strategies.base import HEAD_LAYER, ContinualStrategy, HeadPrecision, head_layer
+from cycl_bench.strategies.base import (
+    HEAD_LAYER,
+    ContinualStrategy,
+    HeadPrecision,
+    ProtocolParams,
+    head_layer,
+)
 from cycl_bench.strategies.hq_cwr import CWRStarHeadPlugin
 from cycl_bench.strategies.latent_cache import LatentCache, LatentCacheForward
 from cycl_bench.strategies.protocol import (
+    OPTIMIZERS,
     BatchNormRecalibration,
     ExperienceProtocol,
     TrainingProtocol,
@@ -28,11 +38,6 @@ from cycl_bench.strategies.protocol import (
     quiet_evaluator,
 )
 
-WHOLE_NETWORK = TrainingProtocol(optimizer="adam")
-# CWR* as its authors ran it: one plain SGD for every experience, so every head row is learned
-# by the same rule (the hybrid head's); Adam on the first experience fits the backbone that is
-# then frozen to its few classes (measured: cwr_star 35.6% instead of 49.8%, docs/strategies.md)
-HEAD_ONLY = TrainingProtocol(first_optimizer="sgd", optimizer="sgd")
 EVAL_BATCH_SIZE = 256
 
 
@@ -53,71 +58,71 @@ def _template_arguments(model, protocol: TrainingProtocol, device, plugins=()) -
     }
 
 
-def _number(name: str, value, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise UserError(f"{name}={value!r} must be a number >= {minimum:g}")
-    return float(value)
-
-
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"{name}={value!r} must be true or false")
-    return value
-
-
 # -- whole-network strategies ------------------------------------------------------------------
 
 
-@STRATEGIES.register("naive")
-def naive(*, model, device="cpu", deterministic_inputs=True, protocol=WHOLE_NETWORK):
+class WholeNetworkParams(ProtocolParams):
+    """Adam on every experience, the whole network training."""
+
+
+class EwcParams(WholeNetworkParams):
+    ewc_lambda: float = Field(1000.0, ge=0)
+    """weight of the quadratic penalty"""
+
+
+class ReplayParams(WholeNetworkParams):
+    mem_size: int = Field(500, ge=1)
+    """samples the class-balanced replay memory holds"""
+
+
+class LwfParams(WholeNetworkParams):
+    alpha: float = Field(1.0, ge=0)
+    """weight of the distillation loss"""
+    temperature: float = Field(2.0, ge=1e-6)
+    """softmax temperature of the distillation"""
+
+
+@STRATEGIES.register("naive", params=WholeNetworkParams)
+def naive(*, model, params: WholeNetworkParams, device="cpu", deterministic_inputs=True):
     """Fine-tunes the whole network on each experience in turn (lower bound)."""
-    template = Naive(**_template_arguments(model, protocol, device))
+    template = Naive(**_template_arguments(model, params.protocol(), device))
     return ContinualStrategy("naive", template, model, {})
 
 
-@STRATEGIES.register("cumulative")
-def cumulative(*, model, device="cpu", deterministic_inputs=True, protocol=WHOLE_NETWORK):
+@STRATEGIES.register("cumulative", params=WholeNetworkParams)
+def cumulative(*, model, params: WholeNetworkParams, device="cpu", deterministic_inputs=True):
     """Trains on all data seen so far at every experience (upper bound)."""
-    template = Cumulative(**_template_arguments(model, protocol, device))
+    template = Cumulative(**_template_arguments(model, params.protocol(), device))
     return ContinualStrategy("cumulative", template, model, {})
 
 
-@STRATEGIES.register("ewc")
-def ewc(
-    *, model, device="cpu", deterministic_inputs=True, protocol=WHOLE_NETWORK, ewc_lambda=1000.0
-):
+@STRATEGIES.register("ewc", params=EwcParams)
+def ewc(*, model, params: EwcParams, device="cpu", deterministic_inputs=True):
     """Elastic Weight Consolidation: a quadratic penalty on weights that mattered before."""
-    ewc_lambda = _number("ewc_lambda", ewc_lambda)
     template = EWC(
-        ewc_lambda=ewc_lambda, mode="separate", **_template_arguments(model, protocol, device)
+        ewc_lambda=params.ewc_lambda,
+        mode="separate",
+        **_template_arguments(model, params.protocol(), device),
     )
     return ContinualStrategy("ewc", template, model, {}, extra_cost="importance_pass")
 
 
-@STRATEGIES.register("replay")
-def replay(*, model, device="cpu", deterministic_inputs=True, protocol=WHOLE_NETWORK, mem_size=500):
+@STRATEGIES.register("replay", params=ReplayParams)
+def replay(*, model, params: ReplayParams, device="cpu", deterministic_inputs=True):
     """Experience replay from a class-balanced memory of past samples."""
-    if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 1:
-        raise UserError(f"mem_size={mem_size!r} must be a positive integer")
-    template = Replay(mem_size=mem_size, **_template_arguments(model, protocol, device))
+    template = Replay(
+        mem_size=params.mem_size, **_template_arguments(model, params.protocol(), device)
+    )
     return ContinualStrategy("replay", template, model, {})
 
 
-@STRATEGIES.register("lwf")
-def lwf(
-    *,
-    model,
-    device="cpu",
-    deterministic_inputs=True,
-    protocol=WHOLE_NETWORK,
-    alpha=1.0,
-    temperature=2.0,
-):
+@STRATEGIES.register("lwf", params=LwfParams)
+def lwf(*, model, params: LwfParams, device="cpu", deterministic_inputs=True):
     """Learning without Forgetting: distillation from the previous model's outputs."""
-    alpha = _number("alpha", alpha)
-    temperature = _number("temperature", temperature, minimum=1e-6)
     template = LwF(
-        alpha=alpha, temperature=temperature, **_template_arguments(model, protocol, device)
+        alpha=params.alpha,
+        temperature=params.temperature,
+        **_template_arguments(model, params.protocol(), device),
     )
     return ContinualStrategy("lwf", template, model, {}, extra_cost="teacher_forward")
 
@@ -130,27 +135,52 @@ class CWRStarFamily(LatentCacheForward, SupervisedTemplate):
     epochs run on cached features."""
 
 
+class CwrStarParams(ProtocolParams):
+    # CWR* as its authors ran it: one plain SGD for every experience, so every head row is
+    # learned by the same rule (the hybrid head's); Adam on the first experience fits the
+    # backbone that is then frozen to its few classes (measured: cwr_star 35.6% instead of
+    # 49.8%, docs/strategies.md)
+    first_optimizer: Literal[OPTIMIZERS] = "sgd"
+    """optimizer of the first experience (plain SGD, as CWR*'s authors ran it)"""
+    optimizer: Literal[OPTIMIZERS] = "sgd"
+    """optimizer of every later experience (a fresh one each time: learning rate reset)"""
+    latent_cache: bool = True
+    """head-only epochs run on features computed once per experience (same results)"""
+    equal_row_norms: bool = True
+    """consolidated head rows rescaled to the first experience's mean norm"""
+
+
+class HqCwrStarParams(CwrStarParams):
+    grad_bits: GradBits = 16
+    """bits of the stored head weights after the fixed-point update"""
+    head_bits: int = Field(8, ge=2, le=16)
+    """bits of the features, head weights, softmax output and error signal"""
+    rounding: Literal[ROUNDING_MODES] = "stochastic"
+    """rounding of the stored head weights"""
+
+
 def _latent_cache(enabled, deterministic_inputs, model, head, codec, device, batch_size):
     """Encoding at the training batch size keeps the peak memory of training unchanged."""
-    if not (_flag("latent_cache", enabled) and deterministic_inputs):
+    if not (enabled and deterministic_inputs):
         return None
     return LatentCache(model, head, codec, device=device, batch_size=batch_size)
 
 
 def _cwr_family(
-    name, model, device, deterministic_inputs, protocol, latent_cache, equal_row_norms, **head
+    name, model, device, deterministic_inputs, params: CwrStarParams, **head
 ) -> ContinualStrategy:
+    protocol = params.protocol()
     layer = head_layer(model)
     plugin = CWRStarHeadPlugin(
         model,
         cwr_layer_name=HEAD_LAYER,
         lr=protocol.lr,
-        equal_row_norms=_flag("equal_row_norms", equal_row_norms),
+        equal_row_norms=params.equal_row_norms,
         device=device,
         **head,
     )
     cache = _latent_cache(
-        latent_cache,
+        params.latent_cache,
         deterministic_inputs,
         model,
         layer,
@@ -178,52 +208,22 @@ def _cwr_family(
     )
 
 
-@STRATEGIES.register("cwr_star")
-def cwr_star(
-    *,
-    model,
-    device="cpu",
-    deterministic_inputs=True,
-    protocol=HEAD_ONLY,
-    latent_cache=True,
-    equal_row_norms=True,
-):
+@STRATEGIES.register("cwr_star", params=CwrStarParams)
+def cwr_star(*, model, params: CwrStarParams, device="cpu", deterministic_inputs=True):
     """CWR*: frozen backbone after the first experience, consolidated head rows on one scale."""
-    return _cwr_family(
-        "cwr_star", model, device, deterministic_inputs, protocol, latent_cache, equal_row_norms
-    )
+    return _cwr_family("cwr_star", model, device, deterministic_inputs, params)
 
 
-@STRATEGIES.register("hq_cwr_star")
-def hq_cwr_star(
-    *,
-    model,
-    device="cpu",
-    deterministic_inputs=True,
-    protocol=HEAD_ONLY,
-    grad_bits=16,
-    head_bits=8,
-    rounding="stochastic",
-    latent_cache=True,
-    equal_row_norms=True,
-):
+@STRATEGIES.register("hq_cwr_star", params=HqCwrStarParams)
+def hq_cwr_star(*, model, params: HqCwrStarParams, device="cpu", deterministic_inputs=True):
     """Hybrid-quantized CWR*: 1-bit backbone, fixed-point head updates at grad_bits."""
-    grad_bits = check_grad_bits(grad_bits)
-    if isinstance(head_bits, bool) or not isinstance(head_bits, int) or not 2 <= head_bits <= 16:
-        raise UserError(f"head_bits={head_bits!r} must be an integer from 2 to 16")
-    if rounding not in ROUNDING_MODES:
-        raise UserError(
-            f"rounding={rounding!r} is not known: use one of {', '.join(ROUNDING_MODES)}"
-        )
     return _cwr_family(
         "hq_cwr_star",
         model,
         device,
         deterministic_inputs,
-        protocol,
-        latent_cache,
-        equal_row_norms,
-        grad_bits=grad_bits,
-        head_bits=head_bits,
-        rounding=rounding,
+        params,
+        grad_bits=params.grad_bits,
+        head_bits=params.head_bits,
+        rounding=params.rounding,
     )
