@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from cycl_bench.errors import UserError, suggest
 from cycl_bench.evaluation.results import SeedResult
+from cycl_bench.run_record import device_name
 
 if TYPE_CHECKING:
     from cycl_bench.runner import Plan
@@ -39,6 +40,9 @@ class CellOutcome:
     cell: Cell
     result: SeedResult
     wall_s: float
+    device: str
+    """Where the cell ran, as the results file says it (`run_record.device_name`, in the cell's
+    own process: a Ray worker's threads, not the driver's)."""
 
 
 def run_cell(plan: Plan, run_dir: Path, checkpoint: Path | None, cell: Cell) -> CellOutcome:
@@ -73,7 +77,12 @@ def run_cell(plan: Plan, run_dir: Path, checkpoint: Path | None, cell: Cell) -> 
         record = record.with_suffix(".json")
         record.write_text(result.model_dump_json(indent=2))
         session.finish(summary=seed_summary(result), files=[record])
-    return CellOutcome(cell=cell, result=result, wall_s=time.perf_counter() - started)
+    return CellOutcome(
+        cell=cell,
+        result=result,
+        wall_s=time.perf_counter() - started,
+        device=device_name(plan.spec.device),
+    )
 
 
 def _model_saver(plan: Plan, run_dir: Path, cell: Cell):
@@ -193,30 +202,37 @@ class RayExecutor:
     def __init__(self, workers: int | None = None, address: str | None = None) -> None:
         self.workers = workers
         self.address = address
+        self._connected = False
 
     def connect(self) -> None:
-        """Start or join Ray (once); a UserError when the cluster cannot be reached."""
+        """Start or join Ray (once); a UserError when the cluster cannot be reached. A Ray this
+        process already initialized is used as it is (and left running by `close`)."""
         import ray
 
         if ray.is_initialized():
             return
-        options = {"logging_level": logging.ERROR, "log_to_driver": True}
+        options = {
+            "logging_level": logging.ERROR,
+            "runtime_env": {"worker_process_setup_hook": f"{__name__}.quiet_worker"},
+        }
         try:
             if self.address is None:
                 ray.init(num_cpus=available_cores(), include_dashboard=False, **options)
             else:
                 ray.init(address=self.address, **options)
-        except ConnectionError as error:
+        except ConnectionError:
             raise UserError(
-                f"--ray-address {self.address}: no Ray cluster there ({error}); start one with "
+                f"--ray-address {self.address}: no Ray cluster found; start one with "
                 "`ray start --head` or drop --ray-address to run Ray on this machine"
             ) from None
+        self._connected = True
 
     def close(self) -> None:
         import ray
 
-        if ray.is_initialized():
+        if self._connected and ray.is_initialized():
             ray.shutdown()  # stops a Ray started here; leaves a joined cluster running
+        self._connected = False
 
     def threads_per_cell(self, n_cells: int) -> int:
         """Cores of the cluster shared by the cells running at once (at least one each)."""
@@ -272,6 +288,14 @@ class RayExecutor:
                 f"{len(failures)} cell(s) failed: {described}; the finished cells are kept, "
                 "rerun the rest with --resume"
             ) from failures[0][1]
+
+
+def quiet_worker() -> None:
+    """Run by Ray in every worker process before it unpickles a cell: the same warnings the
+    command line keeps off the console stay off it (workers' output reaches the console)."""
+    from cycl_bench.logging.library_output import quiet_libraries
+
+    quiet_libraries()
 
 
 def available_cores() -> int:

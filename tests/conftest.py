@@ -11,3 +11,15 @@ def _isolated_caches(tmp_path_factory):
     patch.setenv("WANDB_SILENT", "true")
     yield
     patch.undo()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu are skipped where torch sees no CUDA device (select them with -m gpu)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is false)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

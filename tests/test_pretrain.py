@@ -10,12 +10,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from cycl_bench.cli import main
 from cycl_bench.data.base import Stream
 from cycl_bench.errors import UserError
+from cycl_bench.models.checkpoint import load_pretrained
 from cycl_bench.pretrain.callback import CyclicPrecision, schedule_for
 from cycl_bench.pretrain.config import PretrainConfig
 from cycl_bench.pretrain.module import BackboneClassifier
-from cycl_bench.pretrain.run import load_pretrained, pretrain
+from cycl_bench.pretrain.run import pretrain
 from cycl_bench.quant.precision import get_precision
 from cycl_bench.registry import BACKBONES
+from cycl_bench.spec import RunSpec
 
 IMAGE_SHAPE = (3, 16, 16)
 CLASSES = 8  # two experiences of four classes
@@ -66,11 +68,10 @@ def cyclic_run(stream, tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("cache")
     result = pretrain(
         config,
-        backbone="tiny_bnn",
+        RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=cache_dir),
         stream=stream,
         seed=0,
         out_dir=tmp_path_factory.mktemp("out"),
-        cache_dir=cache_dir,
     )
     return config, cache_dir, result
 
@@ -209,9 +210,8 @@ def test_checkpoint_is_a_plain_state_dict_that_reproduces_the_accuracy(stream, c
 
 def test_a_second_identical_call_comes_from_the_cache(stream, cyclic_run, tmp_path):
     config, cache_dir, first = cyclic_run
-    again = pretrain(
-        config, backbone="tiny_bnn", stream=stream, seed=0, out_dir=tmp_path, cache_dir=cache_dir
-    )
+    spec = RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=cache_dir)
+    again = pretrain(config, spec, stream=stream, seed=0, out_dir=tmp_path)
     assert again.from_cache
     assert again.checkpoint == first.checkpoint
     assert again.val_accuracy == first.val_accuracy
@@ -224,11 +224,10 @@ def test_a_changed_field_misses_the_cache(stream, tmp_path):
         config = config.model_copy(update={"data": "first_experience"})
         return pretrain(
             config,
-            backbone="tiny_bnn",
+            RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=tmp_path / "cache"),
             stream=stream,
             seed=0,
             out_dir=tmp_path / "out",
-            cache_dir=tmp_path / "cache",
             fast=True,
         )
 
@@ -310,11 +309,10 @@ def test_pretraining_on_another_benchmark_sizes_the_classifier_for_it(tmp_path):
     core50 = BENCHMARKS.build("core50_nc", data="synthetic", seed=0)
     result = pretrain(
         PretrainConfig(data="split_cifar10", epochs=1),
-        backbone="tiny_bnn",
+        RunSpec.of("tiny_bnn", core50.image_shape, cache_dir=tmp_path / "cache"),
         stream=core50,
         seed=0,
         out_dir=tmp_path / "out",
-        cache_dir=tmp_path / "cache",
         fast=True,
     )
     assert result.backbone_kwargs["num_classes"] == 10
@@ -325,11 +323,10 @@ def test_pretraining_on_another_benchmark_sizes_the_classifier_for_it(tmp_path):
 def test_a_float_reference_pretrains_and_keeps_float_precision(stream, tmp_path):
     result = pretrain(
         PretrainConfig(epochs=2, batch_size=64, data="first_experience"),
-        backbone="tiny_fp",
+        RunSpec.of("tiny_fp", stream.image_shape, cache_dir=tmp_path / "cache"),
         stream=stream,
         seed=0,
         out_dir=tmp_path / "out",
-        cache_dir=tmp_path / "cache",
     )
     model = BACKBONES.build("tiny_fp", **result.backbone_kwargs)
     load_pretrained(model, result.checkpoint)
@@ -363,11 +360,10 @@ def corpus_run(stream, tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("corpus-cache")
     result = pretrain(
         config,
-        backbone="tiny_bnn",
+        RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=cache_dir),
         stream=stream,
         seed=0,
         out_dir=tmp_path_factory.mktemp("corpus-out"),
-        cache_dir=cache_dir,
     )
     return config, cache_dir, result
 
@@ -384,11 +380,10 @@ def test_a_corpus_backbone_is_reused_by_every_stream_of_its_image_size(corpus_ru
     assert other_stream.protocol_hash != prototype_stream().protocol_hash
     again = pretrain(
         config,
-        backbone="tiny_bnn",
+        RunSpec.of("tiny_bnn", other_stream.image_shape, cache_dir=cache_dir),
         stream=other_stream,
         seed=0,
         out_dir=tmp_path,
-        cache_dir=cache_dir,
     )
     assert again.from_cache and again.checkpoint == first.checkpoint
 
@@ -418,11 +413,10 @@ def test_an_image_folder_is_a_pretraining_source(stream, tmp_path, layout):
         write_image_folder(root)
     result = pretrain(
         PretrainConfig(data=f"folder:{root}", epochs=1, batch_size=8),
-        backbone="tiny_bnn",
+        RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=tmp_path / "cache"),
         stream=stream,
         seed=0,
         out_dir=tmp_path / "out",
-        cache_dir=tmp_path / "cache",
     )
     assert result.backbone_kwargs["num_classes"] == 3
     record = json.loads((result.checkpoint.parent / "pretrain.json").read_text())
@@ -434,11 +428,10 @@ def test_a_missing_pretraining_folder_is_a_user_error(stream, tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         pretrain(
             PretrainConfig(data=f"folder:{tmp_path / 'nowhere'}"),
-            backbone="tiny_bnn",
+            RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=tmp_path / "cache"),
             stream=stream,
             seed=0,
             out_dir=tmp_path / "out",
-            cache_dir=tmp_path / "cache",
         )
 
 

@@ -12,11 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import reference_metrics
 import yaml
 
-from cycl_bench import runner
+from cycl_bench import run_folder, runner
 from cycl_bench.cli import main
-from cycl_bench.evaluation.results import derived_mismatches, load_results
+from cycl_bench.errors import UserError
+from cycl_bench.evaluation.results import SUMMARY_KEYS, load_results
 
 # small enough for the test machine, large enough to learn something
 SMALL = [
@@ -68,7 +70,15 @@ def test_a_run_writes_config_results_plots_and_offline_wandb_runs(shared_run):
 
 def test_results_files_are_complete_and_self_consistent(shared_run):
     results = load_results(shared_run / "results" / "cwr_star.json")
-    assert derived_mismatches(results) == []
+    # the derived numbers, recomputed from the README's formulas by the test
+    for seed in results.per_seed:
+        by_formula = reference_metrics.per_seed(seed.accuracy_matrix, results.benchmark.test_sizes)
+        for key, value in by_formula.items():
+            assert getattr(seed, key) == pytest.approx(value, abs=1e-9), key
+    for key in SUMMARY_KEYS:
+        mean, std = reference_metrics.mean_std(getattr(s, key) for s in results.per_seed)
+        assert results.summary[key].mean == pytest.approx(mean, rel=1e-9, abs=1e-12), key
+        assert results.summary[key].std == pytest.approx(std, rel=1e-9, abs=1e-12), key
     assert [s.seed for s in results.per_seed] == [0, 1]
     assert results.fast is True
     assert results.benchmark.data_source == "synthetic"
@@ -82,10 +92,20 @@ def test_results_files_are_complete_and_self_consistent(shared_run):
     assert 0 < results.per_seed[0].bitops_reduction_vs_fp32 < 1
 
 
+def test_a_hand_edited_number_in_a_written_results_file_is_refused(shared_run, tmp_path):
+    data = json.loads((shared_run / "results" / "cwr_star.json").read_text())
+    seed = data["per_seed"][1]
+    seed["final_accuracy"] += 0.01 if seed["final_accuracy"] < 0.5 else -0.01  # stays in [0, 1]
+    edited = tmp_path / "cwr_star.json"
+    edited.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"per_seed\[1\]\.final_accuracy: stored"):
+        load_results(edited)
+
+
 def test_results_record_the_precision_that_ran(shared_run):
     """Pretraining quantizes gradients to 8 bits; the continual stage trains with float
     gradients, and the results say so (from the model, not from a parameter)."""
-    config = runner.load_run(shared_run)
+    config = run_folder.load_run(shared_run)
     assert config.pretrain.grad_bits == 8
     for entry in ("naive", "cwr_star"):
         method = load_results(shared_run / "results" / f"{entry}.json").method
@@ -97,10 +117,10 @@ def test_every_cell_saves_the_model_its_numbers_came_from(shared_run):
     rebuilt, it scores the results file's last row (for CWR*: the consolidated head)."""
     import torch
 
-    from cycl_bench.evaluation.loop import accuracy_row
+    from cycl_bench.continual.loop import accuracy_row
     from cycl_bench.export import load_model
 
-    stream = runner.build_stream(runner.load_run(shared_run))
+    stream = runner.build_stream(run_folder.load_run(shared_run))
     for entry in ("naive", "cwr_star"):
         for seed in load_results(shared_run / "results" / f"{entry}.json").per_seed:
             path = shared_run / seed.model_file
@@ -113,7 +133,7 @@ def test_every_cell_saves_the_model_its_numbers_came_from(shared_run):
 
 
 def test_the_resolved_config_reloads_to_the_same_config(shared_run):
-    reloaded = runner.load_run(shared_run)
+    reloaded = run_folder.load_run(shared_run)
     assert reloaded.seeds == [0, 1]
     assert reloaded.fast and reloaded.data == "synthetic"
 
@@ -248,6 +268,8 @@ def nothing_built(monkeypatch):
         (["--strategy", "naiv"], "strategy 'naiv' is not in experiment core50_nc"),
         (["pretrain.data=imagenet"], "unknown pretrain data 'imagenet'"),
         (["pretrain.data=folder:/no/such/corpus"], "pretrain data folder /no/such/corpus does"),
+        (["pretrain.devices=2", "pretrain.strategy=ddp"], "only the pretrain command can"),
+        (["--device", "cuda:7"], "needs GPU 7"),
     ],
 )
 def test_bad_input_is_one_line_found_before_any_work_and_leaves_no_run_folder(
@@ -261,7 +283,7 @@ def test_bad_input_is_one_line_found_before_any_work_and_leaves_no_run_folder(
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("strategy.cwr_star.bogus=1", "strategy 'cwr_star' has no parameter 'bogus'"),
+        ("strategy.cwr_star.bogus=1", "unknown parameter 'bogus' for strategy 'cwr_star'"),
         ("strategy.hq_cwr_star.grad_bits=40", "strategy.hq_cwr_star: grad_bits=40 is out of range"),
         ("strategy.ewc.lr=-1", "strategy.ewc: lr=-1 must be a positive number"),
     ],
@@ -283,8 +305,8 @@ def resume(run_dir: Path) -> int:
 
 def copy_of_run(shared_run: Path, tmp_path: Path, **changes) -> Path:
     """A run folder holding the shared run's config (with `changes`) and its naive results."""
-    config = runner.load_run(shared_run).model_copy(update=changes)
-    run_dir = runner.start(config, tmp_path / "runs")
+    config = run_folder.load_run(shared_run).model_copy(update=changes)
+    run_dir = run_folder.start(config, tmp_path / "runs")
     (run_dir / "results").mkdir()
     shutil.copy(shared_run / "results" / "naive.json", run_dir / "results" / "naive.json")
     return run_dir
@@ -331,7 +353,7 @@ def test_resuming_keeps_results_of_seeds_the_config_does_not_have(
 
 
 def test_resuming_keeps_results_of_another_stream(shared_run, tmp_path, capsys, nothing_built):
-    config = runner.load_run(shared_run)
+    config = run_folder.load_run(shared_run)
     other_stream = config.benchmark.model_copy(update={"seed": 1})
     run_dir = copy_of_run(shared_run, tmp_path, benchmark=other_stream)
     before = (run_dir / "results" / "naive.json").read_bytes()
@@ -341,10 +363,36 @@ def test_resuming_keeps_results_of_another_stream(shared_run, tmp_path, capsys, 
 
 
 def test_resuming_keeps_results_of_other_parameters(shared_run, tmp_path, capsys, nothing_built):
-    config = runner.load_run(shared_run)
+    config = run_folder.load_run(shared_run)
     strategy = {**config.strategy, "naive": {**config.strategy["naive"], "lr": 0.1}}
     run_dir = copy_of_run(shared_run, tmp_path, strategy=strategy)
     before = (run_dir / "results" / "naive.json").read_bytes()
     assert resume(run_dir) == 2
     assert "holds results of other parameters than entry 'naive'" in one_error_line(capsys)
     assert (run_dir / "results" / "naive.json").read_bytes() == before
+
+
+def test_a_backbone_made_by_pretrain_is_reused_by_run(tmp_path, monkeypatch, capsys):
+    """`pretrain` and `run` share one cache ($CYCL_BENCH_CACHE) and one spec: the same
+    settings given to both find one entry, whatever options are left at their defaults."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CYCL_BENCH_CACHE", str(cache))
+    settings = {"epochs": "1", "batch-size": "64", "lr": "0.003"}
+    pretrain_args = [f"--{key}={value}" for key, value in settings.items()]
+    code = main(
+        ["pretrain", "--backbone", "tiny_bnn", "--benchmark", "core50_nc", "--data", "synthetic"]
+        + pretrain_args
+        + ["--out", str(tmp_path / "pretrain")]
+    )
+    assert code == 0
+    (entry,) = cache.iterdir()
+    capsys.readouterr()
+    overrides = [f"pretrain.{key.replace('-', '_')}={value}" for key, value in settings.items()]
+    code = main(
+        ["run", "core50_nc", "--data", "synthetic", "--fast", "--strategy", "naive"]
+        + ["--seeds", "0", "--wandb", "disabled", "--out", str(tmp_path / "runs")]
+        + [*SMALL[:2], *SMALL[3:6], *overrides]  # the stream at its default image size
+    )
+    assert code == 0
+    assert "pretraining reused from the cache" in capsys.readouterr().err
+    assert [path.name for path in cache.iterdir()] == [entry.name]

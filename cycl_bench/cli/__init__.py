@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
-import warnings
 
 from cycl_bench import __version__
 from cycl_bench.errors import UserError
+from cycl_bench.logging.library_output import quiet_libraries
 
 # command name -> module implementing it
 COMMANDS = {
     "list": "cycl_bench.cli.listing",
     "data": "cycl_bench.cli.data",
     "run": "cycl_bench.cli.run",
+    "sweep": "cycl_bench.cli.sweep",
     "compare": "cycl_bench.cli.compare",
     "show": "cycl_bench.cli.show",
     "pretrain": "cycl_bench.cli.pretrain",
@@ -27,19 +27,6 @@ COMMANDS = {
     "leaderboard": "cycl_bench.cli.leaderboard",
     "export": "cycl_bench.cli.export",
 }
-
-
-def _quiet_libraries() -> None:
-    # Avalanche imports qpsolvers for GEM, which warns on every start when no QP solver is
-    # installed; no strategy of this suite needs one.
-    warnings.filterwarnings("ignore", message="no QP solver", category=UserWarning)
-    # Brevitas' graph tools (imported by the export) warn that an optional CUDA kernel package
-    # is missing; export does not use it.
-    warnings.filterwarnings(
-        "ignore", message="fast_hadamard_transform package not found", category=UserWarning
-    )
-    # Brevitas imports torch's extension builder, which logs a CUDA_HOME note on CPU machines.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options (`run core50_nc --fast seeds=[0]`)

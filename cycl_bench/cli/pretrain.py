@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cycl_bench.pretrain.config import PretrainConfig
+from cycl_bench.pretrain.config import STRATEGIES, PretrainConfig
 
 HELP = "pretrain a backbone with a cyclic (or constant) precision schedule"
 DEFAULT_OUT = Path("runs") / "pretrain"
@@ -26,19 +26,21 @@ CONFIG_OPTIONS = {
     "--weight-decay": "weight_decay",
     "--pretrain-data": "data",
     "--num-workers": "num_workers",
+    "--devices": "devices",
+    "--strategy": "strategy",
 }
-CHOICES = {"schedule": ["cyclic", "constant", "none"], "mode": ["cyclebnn", "cpt"]}
+CHOICES = {
+    "schedule": ["cyclic", "constant", "none"],
+    "mode": ["cyclebnn", "cpt"],
+    "strategy": list(STRATEGIES),
+}
 HELP_NOTES = {
     "schedule": "cyclic: cosine cycle min..max bits; constant: eval bits throughout",
     "closing_fraction": "last fraction of steps at the eval bits (default 0.1 in cpt mode, else 0)",
     "data": "synthetic (default), folder:PATH, first_experience or a benchmark name",
+    "devices": "processes training together (DDP), one per CPU process or GPU (default: 1)",
+    "strategy": "auto (default; ddp_spawn for several devices), ddp, ddp_spawn or ddp_fork",
 }
-
-
-def default_cache_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("cycl_bench")) / "pretrained"
 
 
 def add_arguments(parser) -> None:
@@ -49,8 +51,13 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--data-root", type=Path, help="dataset folder (default: user cache)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default: {DEFAULT_OUT}")
-    parser.add_argument("--cache-dir", type=Path, help="checkpoint cache (default: user cache)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="checkpoint cache (default: $CYCL_BENCH_CACHE, else the user cache)",
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument("--fast", action="store_true", help="a real but very short training")
     parser.add_argument(
         "--verbose",
@@ -71,43 +78,44 @@ def add_arguments(parser) -> None:
         )
 
 
-def deployed_bits(backbone: str, kwargs: dict, eval_bits: int) -> int:
-    """The weight bits the backbone evaluates with at `eval_bits` (32 for a float backbone)."""
-    from cycl_bench.quant.precision import get_precision, set_precision
-    from cycl_bench.registry import BACKBONES
-
-    model = BACKBONES.build(backbone, **kwargs)
-    set_precision(model, weight_bits=eval_bits, act_bits=eval_bits)
-    return get_precision(model)[0]
-
-
 def run(args) -> int:
     from cycl_bench.logging.console import precision_label
     from cycl_bench.logging.library_output import library_output
+    from cycl_bench.pretrain.data import check_source
     from cycl_bench.registry import BACKBONES, BENCHMARKS
-    from cycl_bench.runner import check_pretraining_source
+    from cycl_bench.spec import RunSpec
 
     given = {name: getattr(args, f"config_{name}") for name in CONFIG_OPTIONS.values()}
     config = PretrainConfig(**{name: value for name, value in given.items() if value is not None})
     BACKBONES.get(args.backbone)  # fail on a bad name before loading any data
-    check_pretraining_source(config)
+    check_source(config)
     options = {"data_root": args.data_root} if args.data_root else {}
     stream = BENCHMARKS.build(args.benchmark, data=args.data, seed=args.seed, **options)
+    spec = RunSpec.of(
+        args.backbone,
+        stream.image_shape,
+        mode=config.mode,
+        eval_bits=config.eval_bits,
+        cache_dir=args.cache_dir,
+        device=args.device,
+    )
 
     from cycl_bench.pretrain.run import pretrain
 
     with library_output(args.out / LOG_FILE, verbose=args.verbose):
         result = pretrain(
             config,
-            backbone=args.backbone,
+            spec,
             stream=stream,
             seed=args.seed,
             out_dir=args.out,
-            cache_dir=args.cache_dir or default_cache_dir(),
             fast=args.fast,
             data_root=args.data_root,
+            rerunnable=True,  # strategy=ddp re-runs this command for every other process
         )
-    bits = precision_label(deployed_bits(args.backbone, result.backbone_kwargs, config.eval_bits))
+    if result is None:
+        return 0  # another process of a DDP run: the first one reports
+    bits = precision_label(spec.bits[0])
     origin = "reused from the cache" if result.from_cache else "trained"
     print(f"pretrained {args.backbone} on {stream.name} ({stream.source} data): {origin}")
     print(f"  checkpoint     {result.checkpoint}")

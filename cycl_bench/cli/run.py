@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cycl_bench import config as configs
-from cycl_bench import runner
+from cycl_bench import run_folder, runner
 from cycl_bench.errors import UserError
 
 HELP = "run an experiment: pretrain, train every strategy x seed, write results, plots, table"
@@ -24,6 +24,12 @@ def add_arguments(parser):
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. seeds=[0]"
     )
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run folder")
+    add_run_options(parser)
+
+
+def add_run_options(parser):
+    """The options of a new run (`run` and `sweep`)."""
     parser.add_argument(
         "--strategy", nargs="+", metavar="NAME", help="run only these strategy entries"
     )
@@ -36,18 +42,28 @@ def add_arguments(parser):
     parser.add_argument(
         "--fast", action="store_true", help="smoke preset: tiny backbone, short schedules"
     )
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run folder")
     parser.add_argument(
         "--cache-dir", help="pretrained-checkpoint cache (default: $CYCL_BENCH_CACHE)"
     )
     parser.add_argument(
+        "--executor", help="where the strategy x seed cells run: local (default) or ray"
+    )
+    parser.add_argument(
+        "--workers", metavar="N", help="with --executor ray: cells at once (default: one per core)"
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --executor ray: join a cluster (auto or HOST:PORT; default: start Ray here)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
-        help=f"show library output on the console too (it goes to RUN_DIR/{runner.LOG_FILE})",
+        help=f"show library output on the console too (it goes to RUN_DIR/{run_folder.LOG_FILE})",
     )
 
 
-def _resumed(args) -> tuple[runner.Plan, Path]:
+def _resumed(args, executor) -> tuple[runner.Plan, Path]:
     """The run folder's config as it was recorded; --strategy narrows it, --wandb, --data-root
     and --cache-dir (where things are, not what is computed) apply; the rest is refused."""
     refused = [f"--{name}" for name in FIXED_ON_RESUME if getattr(args, name)]
@@ -58,18 +74,19 @@ def _resumed(args) -> tuple[runner.Plan, Path]:
             f"--resume continues a run as its config.yaml says: drop {', '.join(refused)}"
         )
     run_dir = Path(args.resume)
-    config = configs.select_strategies(runner.load_run(run_dir), args.strategy)
+    config = configs.select_strategies(run_folder.load_run(run_dir), args.strategy)
     changes = {"wandb": args.wandb, "data_root": args.data_root}
     config = config.model_copy(update={k: v for k, v in changes.items() if v is not None})
-    return runner.prepare(config, resume=run_dir), run_dir
+    plan = runner.prepare(config, resume=run_dir, cache_dir=args.cache_dir)
+    executor.connect()
+    return plan, run_dir
 
 
-def _started(args) -> tuple[runner.Plan, Path]:
-    if not args.experiment:
-        raise UserError("name an experiment (see `python -m cycl_bench list`)")
-    config = configs.resolve(
-        args.experiment,
-        overrides=args.overrides,
+def resolve(args, experiment: str, overrides: list[str]) -> configs.ExperimentConfig:
+    """The config of `experiment` with the run options of `args` and `overrides`."""
+    return configs.resolve(
+        experiment,
+        overrides=overrides,
         fast=args.fast,
         strategies=args.strategy,
         seeds=args.seeds,
@@ -78,27 +95,34 @@ def _started(args) -> tuple[runner.Plan, Path]:
         wandb=args.wandb,
         device=args.device,
     )
+
+
+def _started(args, executor) -> tuple[runner.Plan, Path]:
+    if not args.experiment:
+        raise UserError("name an experiment (see `python -m cycl_bench list`)")
+    config = resolve(args, args.experiment, args.overrides)
     out = Path(args.out or DEFAULT_OUT)
-    runner.check_out_dir(out)
-    plan = runner.prepare(config)
-    return plan, runner.start(plan.config, out)
+    run_folder.check_out_dir(out)
+    plan = runner.prepare(config, cache_dir=args.cache_dir)
+    executor.connect()  # an unreachable cluster is found before the run folder exists
+    return plan, run_folder.start(plan.config, out)
 
 
-def run(args) -> int:
-    from cycl_bench.logging.library_output import library_output
-
-    if args.strategy:  # `--strategy a b key=value`: the overrides are not strategy names
+def split_strategy_overrides(args) -> None:
+    """`--strategy a b key=value`: the overrides are not strategy names."""
+    if args.strategy:
         args.overrides = [*args.overrides, *(s for s in args.strategy if "=" in s)]
         args.strategy = [s for s in args.strategy if "=" not in s]
-    plan, run_dir = _resumed(args) if args.resume else _started(args)
-    print(f"{'resuming' if args.resume else 'run folder:'} {run_dir}", file=sys.stderr)
+
+
+def execute(plan: runner.Plan, run_dir: Path, executor, *, verbose: bool) -> runner.RunOutcome:
+    """`runner.run` with library output in the run's log file; where to continue if it stops."""
+    from cycl_bench.logging.library_output import library_output
+
     try:
-        with library_output(run_dir / runner.LOG_FILE, verbose=args.verbose):
-            outcome = runner.run(
-                plan,
-                run_dir,
-                cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-                echo=lambda line: print(line, file=sys.stderr),
+        with library_output(run_dir / run_folder.LOG_FILE, verbose=verbose):
+            return runner.run(
+                plan, run_dir, executor=executor, echo=lambda line: print(line, file=sys.stderr)
             )
     except BaseException:
         print(
@@ -107,8 +131,23 @@ def run(args) -> int:
             file=sys.stderr,
         )
         raise
+
+
+def run(args) -> int:
+    from cycl_bench.executors import make_executor
+
+    split_strategy_overrides(args)
+    executor = make_executor(args.executor, workers=args.workers, address=args.ray_address)
+    try:
+        plan, run_dir = _resumed(args, executor) if args.resume else _started(args, executor)
+        print(f"{'resuming' if args.resume else 'run folder:'} {run_dir}", file=sys.stderr)
+        outcome = execute(plan, run_dir, executor, verbose=args.verbose)
+    finally:
+        executor.close()
     from cycl_bench.logging.console import comparison_table
 
     print(comparison_table(outcome.results))
-    print(f"\nresults: {run_dir / runner.RESULTS_DIR}\nplots:   {run_dir / runner.PLOTS_DIR}")
+    print(
+        f"\nresults: {run_dir / run_folder.RESULTS_DIR}\nplots:   {run_dir / run_folder.PLOTS_DIR}"
+    )
     return 0

@@ -3,17 +3,24 @@
 It also evaluates (validation and test) at the deployment precision and restores the training
 precision afterwards, records the bits really applied at each step (read back from the model),
 and keeps the running training cost, logged as `precision/*` and `cost/*` metrics.
+
+Under DDP every process runs this callback: each sets the bits of the same global step (the
+schedule is a function of `trainer.global_step`, which all processes share), and each counts the
+samples of every process, so the cost is the whole run's, counted once, on every process.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import pytorch_lightning as pl
 
 from cycl_bench.pretrain.config import PretrainConfig
+from cycl_bench.quant.bits import FLOAT_GRAD_BITS
 from cycl_bench.quant.cost import TrainingCost
-from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS
 from cycl_bench.quant.precision import get_precision, set_precision, switchable_layers
 from cycl_bench.quant.schedules import ConstantSchedule, CosineCycleSchedule, Schedule
 
@@ -37,6 +44,8 @@ class CyclicPrecision(pl.Callback):
 
     `make_schedule(total_steps)` builds the schedule once the Trainer knows the step count.
     `applied` holds (step, weight_bits, act_bits, grad_bits) for every training batch.
+    `record_path`: where the first process writes `record()` when training ends, for the
+    process that started the Trainer (under ddp_spawn, this object's state stays in the workers).
     """
 
     def __init__(
@@ -46,24 +55,41 @@ class CyclicPrecision(pl.Callback):
         input_shape: tuple[int, int, int],
         grad_bits: int = 8,
         eval_bits: int = 1,
+        record_path: Path | None = None,
     ):
         self.make_schedule = make_schedule
         self.input_shape = tuple(input_shape)
         self.grad_bits = grad_bits
         self.eval_bits = eval_bits
+        self.record_path = record_path
         self.schedule: Schedule | None = None
         self.cost: TrainingCost | None = None
         self.applied: list[tuple[int, int, int, int]] = []
         self._training_precision: tuple | None = None
 
     @classmethod
-    def from_config(cls, config: PretrainConfig, *, input_shape) -> CyclicPrecision:
+    def from_config(
+        cls, config: PretrainConfig, *, input_shape, record_path: Path | None = None
+    ) -> CyclicPrecision:
         return cls(
-            lambda total_steps: schedule_for(config, total_steps),
+            partial(schedule_for, config),  # a partial pickles (ddp_spawn), a lambda does not
             input_shape=input_shape,
             grad_bits=config.grad_bits,
             eval_bits=config.eval_bits,
+            record_path=record_path,
         )
+
+    def record(self) -> dict:
+        """The applied bits and the training cost, as the pretraining sidecar stores them."""
+        cost = self.cost
+        return {
+            "train_bitops": int(cost.total_bitops) if cost else 0,
+            "fp32_bitops": int(cost.fp32_bitops) if cost else 0,
+            "samples": cost.samples if cost else 0,
+            "steps": len(self.applied),
+            "applied_bits": [list(bits) for bits in self.applied],
+            "macs_per_sample": cost.macs_per_sample if cost else None,
+        }
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.schedule = self.make_schedule(max(int(trainer.estimated_stepping_batches), 1))
@@ -76,7 +102,9 @@ class CyclicPrecision(pl.Callback):
         self.applied.append((trainer.global_step, *get_precision(pl_module.backbone)))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.cost.step(batch_size=len(batch[1]))
+        # Lightning's DistributedSampler gives every process as many samples (padding with
+        # repeats), cut into the same batches: the step trained world_size times this batch
+        self.cost.step(batch_size=len(batch[1]) * trainer.world_size)
         _, weight_bits, act_bits, _ = self.applied[-1]
         metrics = {
             "precision/weight_bits": float(weight_bits),
@@ -95,6 +123,8 @@ class CyclicPrecision(pl.Callback):
             act_bits=self.eval_bits,
             grad_bits=FLOAT_GRAD_BITS,
         )
+        if self.record_path is not None and trainer.is_global_zero:
+            Path(self.record_path).write_text(json.dumps(self.record()))
 
     def _evaluate_at_deployment_precision(self, pl_module) -> None:
         self._training_precision = get_precision(pl_module.backbone)

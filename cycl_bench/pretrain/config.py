@@ -12,12 +12,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from cycl_bench.errors import UserError
+from cycl_bench.quant.bits import check_bits, check_grad_bits
 
-BITS_RANGE = (1, 8)
-GRAD_BITS_RANGE = (2, 32)  # 32 = float gradients
 CPT_CLOSING_FRACTION = 0.1
 # fields that change how fast pretraining runs, never what it produces
 NOT_IN_CACHE_KEY = frozenset({"num_workers"})
+# Lightning strategies pretraining is run and tested with: one process, or DDP started by
+# spawning (ddp_spawn), forking (ddp_fork) or re-running the command (ddp)
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork")
 
 
 class PretrainConfig(BaseModel):
@@ -49,28 +51,22 @@ class PretrainConfig(BaseModel):
     synthetic_objects_per_category: int = 5
     synthetic_images_per_class: int = 40
     num_workers: int = 0
+    devices: int = 1
+    """Processes training together (DDP), one per device: CPU processes or GPUs."""
+    strategy: str = "auto"
+    """Lightning strategy: auto (one process; ddp_spawn for several devices), ddp (Lightning
+    re-runs the command for every other process: the `pretrain` command only), ddp_spawn or
+    ddp_fork."""
 
     @field_validator("min_bits", "max_bits", "eval_bits")
     @classmethod
     def _bits_in_range(cls, bits: int, info) -> int:
-        low, high = BITS_RANGE
-        if not low <= bits <= high:
-            raise UserError(
-                f"pretrain {info.field_name}={bits} is outside {low}..{high}; "
-                f"use a bit width from {low} to {high}"
-            )
-        return bits
+        return check_bits(f"pretrain {info.field_name}", bits)
 
     @field_validator("grad_bits")
     @classmethod
     def _grad_bits_in_range(cls, bits: int) -> int:
-        low, high = GRAD_BITS_RANGE
-        if not low <= bits <= high:
-            raise UserError(
-                f"pretrain grad_bits={bits} is outside {low}..{high}; "
-                f"use {low}..{high} ({high} = float gradients)"
-            )
-        return bits
+        return check_grad_bits(bits, "pretrain grad_bits")
 
     @field_validator(
         "cycles",
@@ -100,6 +96,27 @@ class PretrainConfig(BaseModel):
             raise UserError(f"pretrain num_workers={value} must be 0 or more")
         return value
 
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: int) -> int:
+        if value < 1:
+            raise UserError(f"pretrain devices={value} must be at least 1")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise UserError(
+                f"pretrain strategy={value!r} is not one of {', '.join(STRATEGIES)}; choose one"
+            )
+        return value
+
+    @property
+    def distributed(self) -> bool:
+        """Trained by DDP (even with one process: DDP's sampler orders the data its own way)."""
+        return self.devices > 1 or self.strategy != "auto"
+
     @model_validator(mode="after")
     def _consistent(self) -> PretrainConfig:
         if self.min_bits > self.max_bits:
@@ -114,5 +131,14 @@ class PretrainConfig(BaseModel):
         return self
 
     def cache_fields(self) -> dict:
-        """The resolved fields that determine the pretrained weights."""
-        return self.model_dump(mode="json", exclude=set(NOT_IN_CACHE_KEY))
+        """The resolved fields that determine the pretrained weights.
+
+        Under DDP the number of processes sets the effective batch (devices x batch_size), the
+        step count (so the precision and learning-rate schedules) and the data order: it is part
+        of the key. How the processes are started (ddp, ddp_spawn, ddp_fork) is not: they compute
+        the same thing. One process without DDP keeps the key it had before these fields existed.
+        """
+        fields = self.model_dump(mode="json", exclude={*NOT_IN_CACHE_KEY, "devices", "strategy"})
+        if self.distributed:
+            fields["ddp_devices"] = self.devices
+        return fields

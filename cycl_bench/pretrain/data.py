@@ -235,6 +235,20 @@ def check_data_name(name: str) -> str:
     return name
 
 
+def check_source(config: PretrainConfig) -> None:
+    """Before any work: the pretraining source is known and, for folder:PATH, the folder exists
+    (nothing is read)."""
+    name = check_data_name(config.data)
+    if config.schedule == "none" or not name.startswith(FOLDER_PREFIX):
+        return
+    folder = Path(name[len(FOLDER_PREFIX) :]).expanduser()
+    if not folder.is_dir():
+        raise UserError(
+            f"pretrain data folder {folder} does not exist; check the path after folder: "
+            "in pretrain.data"
+        )
+
+
 def pretraining_data(
     config: PretrainConfig, stream: Stream, *, seed: int, data_root: Path | None = None
 ) -> PretrainingData:

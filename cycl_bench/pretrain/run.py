@@ -1,5 +1,5 @@
 """`pretrain`: train a backbone under a precision schedule with a Lightning Trainer, or reuse the
-cached result of an identical earlier run; `load_pretrained`: put those weights into a model."""
+cached result of an identical earlier run (`models.checkpoint.load_pretrained` loads it)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,31 @@ import json
 import shutil
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.multiprocessing
+from lightning_fabric.accelerators.cuda import num_cuda_devices
 from pytorch_lightning.loggers import CSVLogger
-from torch import nn
 from torch.utils.data import DataLoader
 
 from cycl_bench import __version__
 from cycl_bench.data.base import Stream
+from cycl_bench.errors import UserError
 from cycl_bench.evaluation.plots import plot_precision_schedule
 from cycl_bench.pretrain import cache
 from cycl_bench.pretrain.callback import CyclicPrecision
 from cycl_bench.pretrain.config import PretrainConfig
 from cycl_bench.pretrain.data import pretraining_data
 from cycl_bench.pretrain.module import BackboneClassifier
+from cycl_bench.quant.bits import FLOAT_GRAD_BITS
 from cycl_bench.quant.precision import set_precision
 from cycl_bench.registry import BACKBONES
+from cycl_bench.spec import RunSpec
 
 # --fast: a real but short training
 FAST_EPOCHS = 2
@@ -34,6 +39,7 @@ FAST_TRAIN_BATCHES = 16
 FAST_VAL_BATCHES = 4
 METRICS = "metrics.csv"
 SCHEDULE_PNG = "schedule.png"
+TRAINING_RECORD = "training.json"  # the callback's record, read back and folded into the sidecar
 # cache entry file -> its copy in out_dir
 PUBLISHED = {
     METRICS: "pretrain_metrics.csv",
@@ -61,43 +67,33 @@ class PretrainResult:
         return 1.0 - self.train_bitops / self.fp32_bitops if self.fp32_bitops else 0.0
 
 
-def backbone_kwargs(
-    stream: Stream, *, num_classes: int, mode: str, options: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Constructor kwargs of a backbone for this stream's images."""
-    channels, height, _ = stream.image_shape
-    return {
-        "num_classes": num_classes,
-        "in_channels": channels,
-        "image_size": height,
-        "precision_mode": mode,
-        **(options or {}),
-    }
-
-
 def pretrain(
     config: PretrainConfig,
+    spec: RunSpec,
     *,
-    backbone: str,
     stream: Stream,
     seed: int,
     out_dir: Path,
-    cache_dir: Path,
     fast: bool = False,
-    backbone_options: dict[str, Any] | None = None,
     data_root: Path | None = None,
-) -> PretrainResult:
-    """Pretrain `backbone` on `config.data` at the stream's image size, or reuse the cached
-    identical run (a source separate from the stream is shared by every stream of that size).
+    rerunnable: bool = False,
+) -> PretrainResult | None:
+    """Pretrain the spec's backbone on `config.data` at the stream's image size, or reuse the
+    cached identical run (a source separate from the stream is shared by every stream of that
+    size).
 
-    The checkpoint stays in `cache_dir`; the metrics CSV and the schedule PNG are copied to
-    `out_dir`.
+    The checkpoint stays in `spec.cache_dir`; the metrics CSV and the schedule PNG are copied to
+    `out_dir`. `rerunnable`: this process's command line may be run again for each extra process
+    of `strategy=ddp` (the `pretrain` command); those processes train and get None, the first
+    one alone writes the entry.
     """
-    BACKBONES.get(backbone)  # unknown names fail before any data is read
+    if spec.precision_mode != config.mode:
+        raise ValueError(
+            f"spec precision mode {spec.precision_mode} != pretrain.mode {config.mode}"
+        )
+    backbone = spec.backbone
     data = pretraining_data(config, stream, seed=seed, data_root=data_root)
-    kwargs = backbone_kwargs(
-        stream, num_classes=data.num_classes, mode=config.mode, options=backbone_options
-    )
+    kwargs = spec.kwargs_for(data.num_classes)
     key_inputs = {
         "config": config.cache_fields(),
         "backbone": backbone,
@@ -107,13 +103,18 @@ def pretrain(
         "fast": fast,
     }
     key = cache.cache_key(key_inputs)
-    folder = cache.entry_dir(cache_dir, backbone, key)
+    folder = cache.entry_dir(spec.cache_dir, backbone, key)
     record = cache.read_entry(folder, key)
     from_cache = record is not None
     if record is None:
+        launch = trainer_launch(config, spec.device, rerunnable=rerunnable)
         staging = cache.staging_dir(folder)
         try:
-            record = _train(config, backbone, kwargs, data, seed=seed, fast=fast, folder=staging)
+            record = _train(
+                config, backbone, kwargs, data, seed=seed, fast=fast, folder=staging, **launch
+            )
+            if record is None:
+                return None  # another process of a DDP run: the first one writes the entry
             record.update(cache_key=key, key_inputs=key_inputs, data=data.description)
             (staging / cache.SIDECAR).write_text(json.dumps(record, indent=2))
             cache.commit_entry(staging, folder, key)
@@ -154,14 +155,68 @@ def _loader(dataset, config: PretrainConfig, *, shuffle: bool, seed: int) -> Dat
     )
 
 
-def _train(config, backbone, kwargs, data, *, seed: int, fast: bool, folder: Path) -> dict:
-    """One Lightning run into `folder`; returns the numbers for the sidecar."""
+def trainer_launch(config: PretrainConfig, device: str, *, rerunnable: bool) -> dict[str, Any]:
+    """Lightning's accelerator, devices and strategy for `config` on the run's device: cpu
+    (`devices` processes), cuda (`devices` GPUs) or cuda:N (that GPU)."""
+    devices, strategy = config.devices, config.strategy
+    if strategy == "auto" and devices > 1:
+        # not Lightning's auto choice (ddp), which re-runs the command; forking is the quickest
+        # start, but CUDA cannot be used in a forked process once the parent has touched it
+        strategy = "ddp_fork" if device == "cpu" else "ddp_spawn"
+    if strategy == "ddp" and devices > 1 and not rerunnable:
+        raise UserError(
+            "pretrain strategy=ddp starts its other processes by re-running the command, which "
+            "only the pretrain command can; use pretrain.strategy=ddp_spawn, or pretrain first "
+            "with `python -m cycl_bench pretrain ... --strategy ddp` (run reuses the checkpoint)"
+        )
+    if device == "cpu":
+        return {"accelerator": "cpu", "devices": devices, "strategy": strategy}
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise UserError(f"device {device!r} is not cpu, cuda or cuda:N; use one of them")
+    visible = num_cuda_devices()  # without initializing CUDA, which would rule out ddp_fork
+    wanted = [int(index)] if index else list(range(devices))
+    if index and devices > 1:
+        raise UserError(
+            f"device {device} names one GPU but pretrain devices={devices}; "
+            f"use device cuda to train on GPUs 0..{devices - 1}"
+        )
+    if max(wanted) >= visible:
+        raise UserError(
+            f"device {device} with pretrain devices={devices} needs GPU {max(wanted)}, "
+            f"but torch sees {visible} GPU(s); use fewer devices or device cpu"
+        )
+    return {"accelerator": "gpu", "devices": wanted, "strategy": strategy}
+
+
+def _train(
+    config,
+    backbone,
+    kwargs,
+    data,
+    *,
+    seed: int,
+    fast: bool,
+    folder: Path,
+    accelerator: str = "cpu",
+    devices: int | list[int] = 1,
+    strategy: str = "auto",
+) -> dict | None:
+    """One Lightning run into `folder`; returns the numbers for the sidecar (None in a process
+    other than the first of a DDP run: it writes nothing)."""
     pl.seed_everything(seed, workers=True, verbose=False)
     model = BACKBONES.build(backbone, **kwargs)
     module = BackboneClassifier(
-        model, num_classes=data.num_classes, lr=config.lr, weight_decay=config.weight_decay
+        model,
+        num_classes=data.num_classes,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        registered=(backbone, kwargs),
     )
-    callback = CyclicPrecision.from_config(config, input_shape=_input_shape(data.train))
+    record_path = folder / TRAINING_RECORD
+    callback = CyclicPrecision.from_config(
+        config, input_shape=_input_shape(data.train), record_path=record_path
+    )
     on_terminal = sys.stderr.isatty()
     limits = {}
     if fast:
@@ -170,8 +225,9 @@ def _train(config, backbone, kwargs, data, *, seed: int, fast: bool, folder: Pat
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     trainer = pl.Trainer(
         max_epochs=min(config.epochs, FAST_EPOCHS) if fast else config.epochs,
-        accelerator="auto",
-        devices=1,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
         deterministic="warn",
         logger=CSVLogger(save_dir=folder, name="", version=""),
         callbacks=[callback],
@@ -188,59 +244,60 @@ def _train(config, backbone, kwargs, data, *, seed: int, fast: bool, folder: Pat
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            if config.schedule != "none":
-                trainer.fit(module, train_loader, val_loader)
-            set_precision(model, weight_bits=config.eval_bits, act_bits=config.eval_bits)
-            final = trainer.validate(module, val_loader, verbose=False)[0]
+            # the last epoch's validation already ran on the final weights at eval_bits: under
+            # ddp_spawn another validate() would start the processes once more
+            with _spawn_sharing(strategy):
+                if config.schedule != "none":
+                    trainer.fit(module, train_loader, val_loader)
+                else:
+                    trainer.validate(module, val_loader, verbose=False)
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-
+    if not trainer.is_global_zero:
+        return None
+    # under ddp_spawn the Trainer loaded the first process's weights back into `model`, not the
+    # precision it left them at: deploy again
+    set_precision(
+        model, weight_bits=config.eval_bits, act_bits=config.eval_bits, grad_bits=FLOAT_GRAD_BITS
+    )
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     torch.save(state, folder / cache.CHECKPOINT)
-    if callback.applied:
+    training = callback.record()  # no training (schedule none): zero cost, no steps
+    if record_path.is_file():
+        training = json.loads(record_path.read_text())
+        record_path.unlink()
+    applied = training["applied_bits"]
+    if applied:
         steps_bits = {
-            "weight": [bits[1] for bits in callback.applied],
-            "activation": [bits[2] for bits in callback.applied],
+            "weight": [bits[1] for bits in applied],
+            "activation": [bits[2] for bits in applied],
         }
         plot_precision_schedule(
             steps_bits, folder / SCHEDULE_PNG, title=f"{config.schedule} schedule ({config.mode})"
         )
-    cost = callback.cost
     return {
-        "val_accuracy": float(final["val/accuracy"]),
-        "train_bitops": int(cost.total_bitops) if cost else 0,
-        "fp32_bitops": int(cost.fp32_bitops) if cost else 0,
-        "steps": len(callback.applied),
-        "applied_bits": [list(bits) for bits in callback.applied],
-        "macs_per_sample": cost.macs_per_sample if cost else None,
+        "val_accuracy": float(trainer.callback_metrics["val/accuracy"]),
+        **training,
+        "devices": config.devices,
         "cycl_bench_version": __version__,
     }
 
 
+@contextmanager
+def _spawn_sharing(strategy: str):
+    """ddp_spawn hands the data sets' tensors to its workers through shared memory; torch's
+    default way (file descriptors) failed here ("unable to resize file"), its file_system way
+    works. Restored afterwards: it is process-wide."""
+    if strategy != "ddp_spawn":
+        yield
+        return
+    previous = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    try:
+        yield
+    finally:
+        torch.multiprocessing.set_sharing_strategy(previous)
+
+
 def _input_shape(dataset) -> tuple[int, ...]:
     return tuple(dataset[0][0].shape)
-
-
-def load_pretrained(model: nn.Module, path: Path) -> list[str]:
-    """Load a pretrained checkpoint into `model`; returns the keys left out for their shape.
-
-    Only a differently sized `classifier` may be left out (pretraining on another benchmark);
-    any other difference means the wrong backbone and raises.
-    """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    own = model.state_dict()
-    skipped = [
-        name for name, tensor in state.items() if name in own and own[name].shape != tensor.shape
-    ]
-    if any(not name.startswith("classifier.") for name in skipped):
-        raise ValueError(f"checkpoint {path} does not fit this model: shapes differ at {skipped}")
-    # strict=False so a resized classifier can stay out; every other key must match
-    kept = {name: tensor for name, tensor in state.items() if name not in skipped}
-    outcome = model.load_state_dict(kept, strict=False)
-    missing = [name for name in outcome.missing_keys if name not in skipped]
-    if missing or outcome.unexpected_keys:
-        raise ValueError(
-            f"checkpoint {path} does not fit this model: missing {missing}, "
-            f"unexpected {outcome.unexpected_keys}"
-        )
-    return skipped

@@ -42,7 +42,8 @@ import torch
 from avalanche.training.plugins import CWRStarPlugin
 from torch import nn
 
-from cycl_bench.quant.gradquant import FLOAT_GRAD_BITS, power_of_two_scale, quantize_fixed_point
+from cycl_bench.quant.bits import FLOAT_GRAD_BITS
+from cycl_bench.quant.gradquant import power_of_two_scale, quantize_fixed_point
 from cycl_bench.strategies.latent_cache import FeatureCodec, encode_dataset
 
 WEIGHT_HEADROOM = 2.0

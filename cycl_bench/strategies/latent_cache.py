@@ -71,7 +71,7 @@ def encode_dataset(
                 chunks.append(codec.encode(features).cpu())
     finally:
         for name, module in model.named_modules():
-            module.train(modes[name])
+            module.training = modes[name]  # not train(): it recurses, n^2 calls on a ResNet
     return torch.cat(chunks)
 
 

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# GPU check: the gpu tests, resnet18_bnn pretraining steps/s on cuda, the latent-cache benchmark
+# on cuda. Figures go to $OUT/gpu_check.out if OUT is set, else benchmarks/gpu_check.out.
+#   bash benchmarks/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then  # the README's install
+    python3 -m venv .venv
+    . .venv/bin/activate
+    pip install -q torch==2.14.1 torchvision==0.29.1
+    pip install -q -e ".[dev]"
+else
+    . .venv/bin/activate
+fi
+REPORT="${OUT:-benchmarks}/gpu_check.out"
+mkdir -p "$(dirname "$REPORT")"
+: > "$REPORT"
+say() { echo "$*" | tee -a "$REPORT"; }
+
+say "# gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+say "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
+python -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; \
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" \
+    | tee -a "$REPORT"
+
+say "## pytest -m gpu"
+status=0
+python -m pytest -m gpu -q -p no:cacheprovider -rs tests/test_gpu.py > "$REPORT.pytest" 2>&1 \
+    || status=$?
+tail -15 "$REPORT.pytest" | tee -a "$REPORT"
+say "pytest -m gpu exit code $status"
+
+say "## resnet18_bnn pretraining on cuda (cyclic 2..6 bits, 8-bit gradients, batch 50, 3x32x32)"
+python - <<'PY' 2>&1 | grep -v -i "warn\|tip\|available\|LOCAL_RANK" | tee -a "$REPORT"
+import time
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from cycl_bench.pretrain.callback import CyclicPrecision
+from cycl_bench.pretrain.config import PretrainConfig
+from cycl_bench.pretrain.module import BackboneClassifier
+from cycl_bench.registry import BACKBONES
+
+WARMUP, STEPS, BATCH = 20, 220, 50
+
+
+class Clock(pl.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == WARMUP:
+            torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, *args):
+        torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self.start
+
+
+torch.manual_seed(0)
+config = PretrainConfig(epochs=1, batch_size=BATCH)
+model = BACKBONES.build("resnet18_bnn", num_classes=100, image_size=32)
+module = BackboneClassifier(model, num_classes=100, lr=1e-3, weight_decay=1e-5)
+data = TensorDataset(torch.randn(STEPS * BATCH, 3, 32, 32), torch.arange(STEPS * BATCH) % 100)
+clock = Clock()
+trainer = pl.Trainer(
+    accelerator="gpu", devices=1, max_steps=STEPS, logger=False, enable_checkpointing=False,
+    enable_progress_bar=False, enable_model_summary=False,
+    callbacks=[CyclicPrecision.from_config(config, input_shape=(3, 32, 32)), clock],
+)
+trainer.fit(module, DataLoader(data, batch_size=BATCH, shuffle=True))
+timed = STEPS - WARMUP
+print(f"pretrain_steps_per_s {timed / clock.seconds:.2f} ({timed} steps after {WARMUP} warm-up, "
+      f"{clock.seconds:.1f} s, peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB)")
+PY
+
+say "## latent-cache benchmark on cuda (benchmarks/bench_latent_cache.py)"
+if python benchmarks/bench_latent_cache.py --help | grep -q -- "--device"; then
+    python benchmarks/bench_latent_cache.py --backbone resnet18_bnn --repeats 3 --device cuda \
+        2>&1 | grep -v -i "warn" | tail -4 | tee -a "$REPORT"
+else
+    say "skipped: bench_latent_cache.py has no --device option"
+fi
+say "# done; figures in $REPORT"
