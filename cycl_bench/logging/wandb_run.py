@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cycl_bench.errors import UserError, suggest
+from cycl_bench.evaluation.results import SUMMARY_KEYS
 
 WANDB_MODES = ("offline", "online", "disabled")
 DEFAULT_PROJECT = "cycl_bench"
@@ -257,17 +258,6 @@ def experience_logger(session: WandbSession, test_sizes: list[int]):
         session.log_experience(index, metrics)
 
     return log
-
-
-SUMMARY_KEYS = (
-    "final_accuracy",
-    "average_forgetting",
-    "bwt",
-    "train_time_s",
-    "peak_memory_mb",
-    "train_bitops",
-    "bitops_reduction_vs_fp32",
-)
 
 
 def seed_summary(seed_result) -> dict[str, float]:
