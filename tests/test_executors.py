@@ -91,30 +91,35 @@ def test_a_stopped_ray_run_resumes_to_the_same_results(
         assert matrices(run_dir, entry) == matrices(ray_run, entry)
 
 
-def kill_first_start(run_dir_parent: Path, killed: list[int]) -> None:
-    """Kill -9 the worker process of the first cell that starts (from the pid it logs)."""
-    deadline = time.monotonic() + 600
+def kill_first_start(run_dir_parent: Path, killed: list[tuple[str, int, int]]) -> None:
+    """Kill -9 the worker process of the first cell that starts (from the pid it logs), and
+    record the cell that process had started last, read just before the kill: the one it was
+    running, even if the first cell had already finished there."""
+    deadline = time.monotonic() + 600  # a bound on a hang, not a speed: cells log at start
     while time.monotonic() < deadline:
         logs = list(run_dir_parent.glob("core50_nc/*/run.log"))
         cells = started_cells(logs[0].parent) if logs else []
         if cells:
-            killed.append(cells[0][2])
-            os.kill(cells[0][2], signal.SIGKILL)
+            pid = cells[0][2]
+            killed.append([cell for cell in started_cells(logs[0].parent) if cell[2] == pid][-1])
+            os.kill(pid, signal.SIGKILL)
             return
         time.sleep(0.02)  # polling the log file, not waiting for time to pass
 
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_run_finishes(ray_run, ray_instance, tmp_path):
-    killed: list[int] = []
+    killed: list[tuple[str, int, int]] = []
     killer = threading.Thread(target=kill_first_start, args=(tmp_path, killed), daemon=True)
     killer.start()
     assert run_cli("--executor", "ray", "--workers", "2", "--out", str(tmp_path)) == 0
     killer.join()
     run_dir = only_run_dir(tmp_path)
     cells = started_cells(run_dir)
-    (victim,) = [(e, s) for e, s, pid in cells if pid == killed[0]]
-    retries = [pid for e, s, pid in cells if (e, s) == victim and pid != killed[0]]
+    victim_entry, victim_seed, victim_pid = killed[0]
+    retries = [
+        pid for e, s, pid in cells if (e, s) == (victim_entry, victim_seed) and pid != victim_pid
+    ]
     assert len(retries) == 1  # started again in another worker
     for entry in ENTRIES:
         assert matrices(run_dir, entry) == matrices(ray_run, entry)
