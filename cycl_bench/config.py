@@ -4,8 +4,9 @@ An experiment file (configs/experiments/NAME.yaml) names a benchmark part, a bac
 strategy parts (configs/benchmarks/, backbones/, strategies/), and sets pretraining, seeds and the
 `fast` preset. The parts live inside the package so a non-editable install finds them.
 
-Resolution order: experiment + parts -> `fast` preset (with --fast) -> command-line flags ->
-`key=value` overrides -> validation (pydantic; unknown keys are errors with a suggestion).
+Resolution order: experiment + parts -> the experiment's `settings` -> `fast` preset (with
+--fast) -> command-line flags -> `key=value` overrides -> validation (pydantic; unknown keys are
+errors with a suggestion).
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ def compose(experiment: str, *, fast: bool = False) -> dict[str, Any]:
     raw["backbone"] = load_part("backbones", raw["backbone"])
     # each strategy part is a named configuration: `use:` picks the registered strategy
     raw["strategy"] = {entry: load_part("strategies", entry) for entry in raw.pop("strategies")}
+    # the experiment's own settings of its parts (the protocol every strategy shares, the
+    # baselines' parameters for this scenario), each with its source in the YAML
+    for key, value in (raw.pop("settings", {}) or {}).items():
+        set_dotted(raw, key, value)
     if fast:
         raw["fast"] = True
         for key, value in preset.items():

@@ -150,7 +150,7 @@ def allowed(field: FieldInfo, *, with_type: bool = False) -> str:
     return _POSITIVE.get((kind, text)) or f"{_TYPE_PHRASES.get(kind, kind)} {text}".rstrip()
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """As in YAML: true / false."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -172,7 +172,7 @@ def describe(declaration: type[Params]) -> list[Described]:
         Described(
             name=name,
             type=type_name(field),
-            default="required" if field.is_required() else _shown(field.default),
+            default="required" if field.is_required() else shown(field.default),
             allowed=allowed(field),
             description=" ".join((field.description or "").split()),
         )

@@ -13,6 +13,7 @@ from typing import Any
 from cycl_bench import __version__
 from cycl_bench.config import ExperimentConfig
 from cycl_bench.data.base import Stream
+from cycl_bench.strategies import strategy_params
 from cycl_bench.evaluation.results import (
     BenchmarkInfo,
     MethodInfo,
@@ -89,9 +90,12 @@ def method_info(config: ExperimentConfig, entry: str, bits: tuple[int, int, int]
     """The strategy entry (its parameters resolved by `runner.prepare`) and the (weight,
     activation, gradient) bits it reports training and evaluating with."""
     name, params = config.strategy_of(entry)
+    checked = strategy_params(name, params)
     return MethodInfo(
         strategy=name,
         params=params,
+        paper=checked.paper,
+        deviations=checked.deviations(),
         backbone=config.backbone.name,
         weight_bits=bits[0],
         activation_bits=bits[1],

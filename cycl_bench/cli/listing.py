@@ -2,7 +2,7 @@
 adds each entry's parameters as declared (name, type, default, allowed values, description)."""
 
 from cycl_bench.config import shipped_experiments
-from cycl_bench.params import Params, describe
+from cycl_bench.params import Params, describe, shown
 from cycl_bench.registry import ALL, Registry
 
 HELP = "list registered benchmarks, backbones, strategies and shipped experiments"
@@ -33,6 +33,18 @@ def print_parameters(heading: str, declaration: type[Params]) -> None:
         )
 
 
+def print_fidelity(declaration: type[Params]) -> None:
+    """A strategy's paper and how it departs from it, whatever its parameters."""
+    paper = getattr(declaration, "paper", None)
+    if paper is None:
+        return
+    print(f"    paper: {paper or 'none (a bound, not a published method)'}")
+    for departure in declaration.departures:
+        print(f"    departs from it: {departure}")
+    for name, value in declaration.published.items():
+        print(f"    published {name}: {shown(value)} (another value is a named deviation)")
+
+
 def run(args) -> int:
     for registry in ALL:
         print(f"{registry.plural}:")
@@ -41,6 +53,7 @@ def run(args) -> int:
             print(f"  {name:<22} {description}".rstrip())
             if args.details:
                 for heading, declaration in declarations(registry, name):
+                    print_fidelity(declaration)
                     print_parameters(heading, declaration)
     print("experiments:")
     for name in shipped_experiments():

@@ -80,6 +80,10 @@ class PretrainingInfo(_Model):
 class MethodInfo(_Model):
     strategy: str
     params: dict[str, JsonValue] = Field(default_factory=dict)
+    # the publication the registered strategy name means, and how this configuration departs
+    # from it (empty: the published algorithm); absent in files written before they were kept
+    paper: str = ""
+    deviations: list[str] = Field(default_factory=list)
     backbone: str
     weight_bits: int = Field(ge=1, le=32)
     activation_bits: int = Field(ge=1, le=32)
@@ -105,6 +109,11 @@ class SeedResult(_Model):
     # 1 - bitops / FP32 bitops: at most 32 bits per operand, so never negative; below 1
     bitops_reduction_vs_fp32: float = Field(ge=0, lt=1)
     model_size_bytes: int = Field(ge=0, le=MAX_MODEL_BYTES)
+    # bytes of the replay memory at the end (its payload: stored samples or latent
+    # activations, at the precision they are stored in); None for strategies without one
+    replay_buffer_bytes: int | None = Field(default=None, ge=0, le=MAX_MODEL_BYTES)
+    # where this seed ran (`cuda:0 (NVIDIA H100 ...)`, `cpu (x86_64, 2 threads)`)
+    device: str | None = None
     per_experience: list[ExperienceCost] = Field(default_factory=list)
     # the saved final model (relative to the run folder) and its sha256, tying the numbers to
     # the weights; absent in files written before models were saved

@@ -12,14 +12,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from avalanche.training.templates import SupervisedTemplate
 from pydantic import Field
 from torch import nn
 
 from cycl_bench.errors import UserError
-from cycl_bench.params import Params, check
+from cycl_bench.params import Params, check, shown
 from cycl_bench.quant.precision import get_precision
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.latent_cache import LatentCache
@@ -96,6 +96,30 @@ class ProtocolParams(Params):
     """optimizer steps each experience takes at least (more epochs on a small stream)"""
     momentum: float = Field(0.0, ge=0, lt=1)
     """SGD momentum (both phases); Adam ignores it"""
+    weight_decay: float = Field(0.0, ge=0)
+    """L2 penalty of the optimizer (both phases)"""
+
+    # -- fidelity: what the registered name means, and how a configuration departs from it ---
+
+    paper: ClassVar[str] = ""
+    """The publication (and its reference code) whose algorithm the registered name runs;
+    empty for the bounds (naive, cumulative), which no paper defines."""
+    published: ClassVar[dict[str, Any]] = {}
+    """Algorithm parameters whose value the paper fixes: any other value is a deviation, named
+    in the results file and every table. The training protocol (optimizer, learning rates,
+    epochs) is the experiment's, the same for every strategy, and cited there."""
+    departures: ClassVar[tuple[str, ...]] = ()
+    """How the implementation departs from the paper whatever its parameters."""
+
+    def deviations(self) -> list[str]:
+        """How this configuration departs from `paper`: the implementation's departures, then
+        every published parameter set to another value (`name=value (paper: value)`)."""
+        changed = [
+            f"{name}={shown(getattr(self, name))} (paper: {shown(value)})"
+            for name, value in self.published.items()
+            if getattr(self, name) != value
+        ]
+        return [*self.departures, *changed]
 
     def protocol(self) -> TrainingProtocol:
         return TrainingProtocol(

@@ -1,16 +1,18 @@
 """The registered strategies: Avalanche's, plus the CWR* family.
 
 Each factory builds a real `avalanche.training` strategy with the run's training protocol
-(`ExperienceProtocol`) and a quiet evaluator, and returns it as a `ContinualStrategy`.
-Whole-network strategies train with Adam. The CWR* family (`cwr_star`, `hq_cwr_star`) is
-Avalanche's supervised template with one head plugin (`CWRStarHeadPlugin`): plain SGD for every
-experience, as CWR*'s authors ran it, the whole network on the first experience and the head only
-afterwards; `hq_cwr_star` differs from `cwr_star` only in its fixed-point head update.
+(`ExperienceProtocol`) and a quiet evaluator, and returns it as a `ContinualStrategy`. Every
+strategy trains the first experience the same way (the experiment's protocol: optimizer,
+learning rate, epochs, minibatch), so that the first row of the accuracy matrix differs between
+strategies only by what each strategy does. Each registered name runs its paper's algorithm
+(`paper`); what departs from it is declared (`departures`, `published`) and written into every
+results file; our own additions are variants: strategy entries with a parameter changed
+(`cwr_star_rn`, `hq_cwr_star_sr`), named as such in every table.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from avalanche.training import EWC, Cumulative, LwF, Naive, Replay
 from avalanche.training.templates import SupervisedTemplate
@@ -44,6 +46,7 @@ EVAL_BATCH_SIZE = 256
 def _template_arguments(model, protocol: TrainingProtocol, device, plugins=()) -> dict:
     return {
         "model": model,
+        # replaced before every experience by `ExperienceProtocol`
         "optimizer": make_optimizer(
             protocol.first_optimizer, model.parameters(), protocol.first_lr
         ),
@@ -62,20 +65,44 @@ def _template_arguments(model, protocol: TrainingProtocol, device, plugins=()) -
 
 
 class WholeNetworkParams(ProtocolParams):
-    """Adam on every experience, the whole network training."""
+    """The whole network trains on every experience."""
 
 
 class EwcParams(WholeNetworkParams):
+    paper: ClassVar[str] = (
+        "Kirkpatrick et al. 2017, Overcoming catastrophic forgetting in neural networks, "
+        "PNAS 114(13) (Avalanche's EWC, one penalty per experience)"
+    )
+    departures: ClassVar[tuple[str, ...]] = (
+        "the Fisher diagonal is Avalanche's: squared minibatch-mean gradients over the "
+        "experience, not per-sample squared gradients",
+    )
     ewc_lambda: float = Field(1000.0, ge=0)
     """weight of the quadratic penalty"""
 
 
 class ReplayParams(WholeNetworkParams):
+    paper: ClassVar[str] = (
+        "Chaudhry et al. 2019, On tiny episodic memories in continual learning, "
+        "arXiv 1902.10486 (experience replay; Avalanche's Replay)"
+    )
+    departures: ClassVar[tuple[str, ...]] = (
+        "memory split equally between experiences, random samples of each (Avalanche's "
+        "ExperienceBalancedBuffer), not reservoir sampling; minibatches of current and "
+        "memory samples concatenated",
+    )
     mem_size: int = Field(500, ge=1)
-    """samples the class-balanced replay memory holds"""
+    """samples the replay memory holds (an equal share per experience seen)"""
 
 
 class LwfParams(WholeNetworkParams):
+    paper: ClassVar[str] = (
+        "Li and Hoiem 2017, Learning without forgetting, TPAMI 40(12) (Avalanche's LwF)"
+    )
+    departures: ClassVar[tuple[str, ...]] = (
+        "one shared head (class-incremental): the distillation covers the logits of the "
+        "classes seen before; no warm-up of new output units",
+    )
     alpha: float = Field(1.0, ge=0)
     """weight of the distillation loss"""
     temperature: float = Field(2.0, ge=1e-6)
@@ -136,27 +163,34 @@ class CWRStarFamily(LatentCacheForward, SupervisedTemplate):
 
 
 class CwrStarParams(ProtocolParams):
-    # CWR* as its authors ran it: one plain SGD for every experience, so every head row is
-    # learned by the same rule (the hybrid head's); Adam on the first experience fits the
-    # backbone that is then frozen to its few classes (measured: cwr_star 35.6% instead of
-    # 49.8%, docs/strategies.md)
-    first_optimizer: Literal[OPTIMIZERS] = "sgd"
-    """optimizer of the first experience (plain SGD, as CWR*'s authors ran it)"""
+    paper: ClassVar[str] = (
+        "Lomonaco, Maltoni and Pellegrini 2020, Rehearsal-free continual learning over small "
+        "non-i.i.d. batches, CVPR Workshops (CWR*; Avalanche's CWRStarPlugin)"
+    )
+    published: ClassVar[dict[str, Any]] = {"equal_row_norms": False}
+    # Later experiences train the head alone with plain SGD (the on-device CL protocol of
+    # Vorabbi et al.: SGD, no momentum); the first experience follows the experiment's shared
+    # protocol like every other strategy.
     optimizer: Literal[OPTIMIZERS] = "sgd"
     """optimizer of every later experience (a fresh one each time: learning rate reset)"""
     latent_cache: bool = True
     """head-only epochs run on features computed once per experience (same results)"""
-    equal_row_norms: bool = True
-    """consolidated head rows rescaled to the first experience's mean norm"""
+    equal_row_norms: bool = False
+    """variant (not in the paper): consolidated rows rescaled to the first experience's norm"""
 
 
 class HqCwrStarParams(CwrStarParams):
+    paper: ClassVar[str] = (
+        "Vorabbi, Maltoni, Santi et al. 2023, On-device learning with binary neural networks, "
+        "arXiv 2308.15308 (CWR* with a hybrid-quantized head update)"
+    )
+    published: ClassVar[dict[str, Any]] = {"equal_row_norms": False, "rounding": "nearest"}
     grad_bits: GradBits = 16
     """bits of the stored head weights after the fixed-point update"""
     head_bits: int = Field(8, ge=2, le=16)
     """bits of the features, head weights, softmax output and error signal"""
-    rounding: Literal[ROUNDING_MODES] = "stochastic"
-    """rounding of the stored head weights"""
+    rounding: Literal[ROUNDING_MODES] = "nearest"
+    """rounding of the error signal and the stored head weights (stochastic: a variant)"""
 
 
 def _latent_cache(enabled, deterministic_inputs, model, head, codec, device, batch_size):
@@ -210,7 +244,7 @@ def _cwr_family(
 
 @STRATEGIES.register("cwr_star", params=CwrStarParams)
 def cwr_star(*, model, params: CwrStarParams, device="cpu", deterministic_inputs=True):
-    """CWR*: frozen backbone after the first experience, consolidated head rows on one scale."""
+    """CWR*: frozen backbone after the first experience, head rows consolidated per class."""
     return _cwr_family("cwr_star", model, device, deterministic_inputs, params)
 
 

@@ -43,6 +43,8 @@ class TrainingProtocol:
     min_steps: int = 50
     momentum: float = 0.0
     """SGD momentum (both phases); Adam ignores it."""
+    weight_decay: float = 0.0
+    """L2 penalty of both phases' optimizer (the CORe50 NICv2 protocol's 0.0005)."""
 
     def __post_init__(self):
         for name in ("first_lr", "lr"):
@@ -60,6 +62,9 @@ class TrainingProtocol:
             raise UserError(f"momentum={momentum!r} must be a number from 0 to 1")
         if not 0 <= momentum < 1:
             raise UserError(f"momentum={momentum!r} must be a number from 0 to 1")
+        decay = self.weight_decay
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not decay >= 0:
+            raise UserError(f"weight_decay={decay!r} must be a number >= 0")
         for name in ("first_optimizer", "optimizer"):
             kind = getattr(self, name)
             if kind not in OPTIMIZERS:
@@ -80,10 +85,12 @@ class TrainingProtocol:
         return max(epochs, math.ceil(self.min_steps / steps_per_epoch))
 
 
-def make_optimizer(kind: str, parameters, lr: float, momentum: float = 0.0):
+def make_optimizer(
+    kind: str, parameters, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+):
     if kind == "adam":
-        return torch.optim.Adam(parameters, lr=lr)
-    return torch.optim.SGD(parameters, lr=lr, momentum=momentum)
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 class ExperienceProtocol(SupervisedPlugin):
@@ -103,7 +110,7 @@ class ExperienceProtocol(SupervisedPlugin):
         kind = protocol.first_optimizer if first else protocol.optimizer
         lr = protocol.first_lr if first else protocol.lr
         strategy.optimizer = make_optimizer(
-            kind, strategy.model.parameters(), lr, protocol.momentum
+            kind, strategy.model.parameters(), lr, protocol.momentum, protocol.weight_decay
         )
         strategy.optimized_param_id = None
 
