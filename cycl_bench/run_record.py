@@ -13,7 +13,6 @@ from typing import Any
 from cycl_bench import __version__
 from cycl_bench.config import ExperimentConfig
 from cycl_bench.data.base import Stream
-from cycl_bench.strategies import strategy_params
 from cycl_bench.evaluation.results import (
     BenchmarkInfo,
     MethodInfo,
@@ -21,6 +20,7 @@ from cycl_bench.evaluation.results import (
     Results,
     SeedResult,
 )
+from cycl_bench.strategies import strategy_params
 
 PACKAGES = ("torch", "torchvision", "avalanche-lib", "brevitas", "pytorch-lightning", "wandb")
 
