@@ -88,7 +88,13 @@ class ExperimentConfig(_Strict):
     pretrain: PretrainConfig
     # entry name -> {"use": registered strategy (default: the entry name), **params}
     strategy: dict[str, dict[str, Any]]
+    # entry name -> its parameters that no published source fixes for this scenario
+    untuned: dict[str, list[str]] = Field(default_factory=dict)
     seeds: list[int] = Field(min_length=1)
+    eval_every: int = Field(1, ge=1, strict=True)
+    """Evaluate the test views after experience 0, every `eval_every`-th one and the last
+    (`continual.loop.evaluated_experiences`); 1: after every experience. Long streams (CORe50
+    NICv2) evaluate less often: the evaluation is not what the stream measures, the training is."""
     data: str = "real"
     data_root: str | None = None
     device: str = "cpu"

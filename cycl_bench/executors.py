@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from cycl_bench.errors import UserError, suggest
 from cycl_bench.evaluation.results import SeedResult
 from cycl_bench.run_record import device_name
+from cycl_bench.strategies import strategy_params
 
 if TYPE_CHECKING:
     from cycl_bench.runner import Plan
@@ -41,8 +42,8 @@ class CellOutcome:
     result: SeedResult
     wall_s: float
     device: str
-    """Where the cell ran, as the results file says it (`run_record.device_name`, in the cell's
-    own process: a Ray worker's threads, not the driver's)."""
+    """Where the cell ran (`run_record.device_name`, in the cell's own process: a Ray worker's
+    threads, not the driver's), as its seed's `device` in the results file says it."""
 
 
 def run_cell(plan: Plan, run_dir: Path, checkpoint: Path | None, cell: Cell) -> CellOutcome:
@@ -50,19 +51,36 @@ def run_cell(plan: Plan, run_dir: Path, checkpoint: Path | None, cell: Cell) -> 
     cell's seed result next to it. Writes no results file (the driver does, `run`), so an
     executor may run cells anywhere that sees `run_dir` and the checkpoint."""
     from cycl_bench.continual.loop import run_strategy
+    from cycl_bench.logging.console import ExperienceProgress
     from cycl_bench.logging.wandb_run import WandbSession, experience_logger, seed_summary
 
     config, stream = plan.config, plan.stream
     name, params = config.strategy_of(cell.entry)
+    device = device_name(plan.spec.device)  # this process: a Ray worker's threads, not the driver's
+    declared = strategy_params(name, params)
+    fidelity = {"paper": declared.paper, "deviations": declared.deviations()}
+    variant = any("(paper:" in item for item in fidelity["deviations"])
     started = time.perf_counter()
     with WandbSession(
         mode=config.wandb,
         out_dir=run_dir,
         group=config.experiment,
         name=f"{cell.entry}-seed{cell.seed}",
-        config={**config.model_dump(mode="json"), "strategy_entry": cell.entry, "seed": cell.seed},
-        tags=[stream.source, name],
+        config={
+            **config.model_dump(mode="json"),
+            "strategy_entry": cell.entry,
+            "seed": cell.seed,
+            **fidelity,
+        },
+        tags=[stream.source, name, *(["variant"] if variant else [])],
     ) as session:
+        log = experience_logger(session, stream.test_sizes)
+        progress = ExperienceProgress(f"{cell.entry} seed {cell.seed}", stream)
+
+        def on_experience(index: int, info: dict) -> None:
+            log(index, info)
+            progress(index, info)
+
         result = run_strategy(
             stream,
             plan.spec,
@@ -70,9 +88,11 @@ def run_cell(plan: Plan, run_dir: Path, checkpoint: Path | None, cell: Cell) -> 
             params=params,
             checkpoint=checkpoint,
             seed=cell.seed,
-            on_experience=experience_logger(session, stream.test_sizes),
+            eval_every=config.eval_every,
+            on_experience=on_experience,
             on_finished=_model_saver(plan, run_dir, cell),
         )
+        result.device = device
         record = Path(run_dir) / result.model_file
         record = record.with_suffix(".json")
         record.write_text(result.model_dump_json(indent=2))
@@ -81,7 +101,7 @@ def run_cell(plan: Plan, run_dir: Path, checkpoint: Path | None, cell: Cell) -> 
         cell=cell,
         result=result,
         wall_s=time.perf_counter() - started,
-        device=device_name(plan.spec.device),
+        device=device,
     )
 
 

@@ -151,7 +151,9 @@ def allowed(field: FieldInfo, *, with_type: bool = False) -> str:
 
 
 def shown(value: Any) -> str:
-    """As in YAML: true / false."""
+    """As in YAML: true / false / none."""
+    if value is None:
+        return "none"
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

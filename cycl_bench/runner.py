@@ -183,7 +183,6 @@ def run(
             methods[cell.entry],
             list(finished[cell.entry].values()),
             env,
-            outcome.device,
         )
         write_results(results, run_folder.results_path(run_dir, cell.entry))
         echo(
@@ -228,8 +227,12 @@ def _pretrain(plan: Plan, run_dir: Path, echo) -> tuple[Path | None, Path | None
     )
     origin = "reused from the cache" if result.from_cache else "trained"
     bits = precision_label(plan.deployed_bits)
+    convention = ""
+    if result.cpt_convention_reduction_vs_fp32 is not None:
+        convention = f" (CPT/CycleBNN convention -{result.cpt_convention_reduction_vs_fp32:.1%})"
     echo(
         f"pretraining {origin}: {result.val_accuracy:.1%} at {bits}, "
-        f"training BitOPs -{result.reduction_vs_fp32:.1%} vs FP32 ({result.checkpoint})"
+        f"training BitOPs -{result.reduction_vs_fp32:.1%} vs FP32{convention} "
+        f"({result.checkpoint})"
     )
     return result.checkpoint, result.schedule_png

@@ -31,8 +31,33 @@ def test_the_four_experiments_of_the_suite_are_shipped():
 
 def test_strategy_variants_name_the_strategy_they_use():
     resolved = config.resolve("core50_nc")
-    assert resolved.strategy_of("hq_cwr_star_8") == ("hq_cwr_star", {"grad_bits": 8})
-    assert resolved.strategy_of("hq_cwr_star") == ("hq_cwr_star", {"grad_bits": 16})
+    name, params = resolved.strategy_of("hq_cwr_star_8")
+    assert name == "hq_cwr_star" and params["grad_bits"] == 8
+    assert resolved.strategy_of("hq_cwr_star")[1]["grad_bits"] == 16
+    assert resolved.strategy_of("cwr_star_rn") == (
+        "cwr_star",
+        resolved.strategy_of("cwr_star")[1] | {"equal_row_norms": True},
+    )
+    assert resolved.strategy_of("hq_cwr_star_sr")[1]["rounding"] == "stochastic"
+
+
+def test_every_strategy_of_an_experiment_shares_the_first_experience_protocol():
+    # the CWR*/AR1* papers' (ar1-pytorch params.cfg): SGD, momentum 0.9, lr 0.001, l2 0.0005,
+    # 4 epochs, minibatch 128
+    shared = {"first_optimizer": "sgd", "first_lr": 0.001, "first_epochs": 4, "batch_size": 128}
+    shared |= {"momentum": 0.9, "weight_decay": 0.0005}
+    for experiment in ("core50_nc", "core50_ni", "split_cifar10", "split_cifar100"):
+        resolved = config.resolve(experiment)
+        for entry in resolved.strategy:
+            params = resolved.strategy_of(entry)[1]
+            assert {key: params[key] for key in shared} == shared, (experiment, entry)
+
+
+def test_settings_come_before_the_fast_preset_and_overrides():
+    resolved = config.resolve("core50_nc", fast=True, overrides=["strategy.naive.first_lr=0.01"])
+    assert resolved.strategy_of("naive")[1]["first_epochs"] == 2  # the preset's
+    assert resolved.strategy_of("naive")[1]["first_lr"] == 0.01  # the override's
+    assert resolved.strategy_of("ewc")[1]["first_lr"] == 0.001  # the experiment's setting
 
 
 def test_overrides_take_yaml_values_and_dotted_keys():

@@ -206,3 +206,29 @@ def test_describe_results_marks_synthetic_fast_runs_and_skips_wide_matrices():
     assert text.splitlines()[0] == "core50_nc: naive on tiny_bnn, synthetic data, --fast"
     assert "data         synthetic (procedurally generated)" in text
     assert text.splitlines()[-1] == ("accuracy matrix: 3x3, too wide to print (see the plot)")
+
+
+def test_variants_and_untuned_parameters_are_marked_and_named_in_the_notes():
+    published = make_results([NC_MATRIX], strategy="cwr_star")
+    variant = published.model_copy(
+        update={
+            "method": published.method.model_copy(
+                update={"deviations": ["equal_row_norms=true (paper: false)"]}
+            ),
+            "config": {"strategy_entry": "cwr_star_rn"},
+        }
+    )
+    ewc = make_results([NC_MATRIX], strategy="ewc")
+    ewc = ewc.model_copy(
+        update={"method": ewc.method.model_copy(update={"untuned": ["ewc_lambda"]})}
+    )
+    lines = comparison_table([published, variant, ewc]).splitlines()
+    assert [line.split("|")[0].rstrip() for line in lines[4:7]] == [
+        "cwr_star",
+        "cwr_star_rn *",
+        "ewc ~",
+    ]
+    assert (
+        "note: * cwr_star_rn: a variant of cwr_star: equal_row_norms=true (paper: false)" in lines
+    )
+    assert "note: ~ ewc: ewc_lambda untuned (no published value here)" in lines

@@ -1,6 +1,7 @@
 from types import SimpleNamespace
 
 import pytest
+import torch
 from torch import nn
 
 from cycl_bench.quant.cost import TrainingCost
@@ -195,3 +196,90 @@ def test_cpt_mode_costs_the_scheduled_bits():
     for bits in (1, 4, 6):
         set_precision(model, weight_bits=bits, act_bits=bits, grad_bits=8)
         assert cost.step(batch_size=1) == tiny_step_bitops(bits, 8)
+
+
+# -- the CPT/CycleBNN convention next to the suite's count -----------------------------------
+
+# FP32 reference of one tiny_bnn sample: 32 x 32 for every product; the stem has no input
+# gradient, every other layer three products
+TINY_FP32_STEP = 1024 * (
+    2 * TINY_STEM + 3 * (sum(TINY_BINARY) + sum(TINY_PROJECTIONS) + TINY_CLASSIFIER)
+)
+
+
+def test_two_cyclebnn_steps_at_2_and_6_bits_in_both_conventions():
+    """Steps at k = 2 and k = 6 with 8-bit gradients, one sample each. The suite counts what
+    the binary convolutions multiply after the sign, 1 x 1 (gradients 1 x 8) at both steps;
+    the CPT/CycleBNN convention prices them at k x k forward and k x 8 for each gradient.
+    The 8-bit stem, projections and classifier (float gradients) are the same in both."""
+    from cycl_bench.quant.precision import scheduled_precision, set_precision
+
+    model = tiny_bnn("cyclebnn")
+    suite = TrainingCost(model, (3, 16, 16))
+    cpt = TrainingCost(model, (3, 16, 16), precision_of=scheduled_precision)
+    for k in (2, 6):
+        set_precision(model, weight_bits=k, act_bits=k, grad_bits=8)
+        suite.step(batch_size=1)
+        cpt.step(batch_size=1)
+
+    fixed = TINY_STEM * (8 * 8 + 8 * 32) + (sum(TINY_PROJECTIONS) + TINY_CLASSIFIER) * (
+        8 * 8 + 8 * 32 + 8 * 32
+    )
+    binary = sum(TINY_BINARY)  # 3,538,944 MACs per sample
+    assert suite.total_bitops == 2 * fixed + 2 * binary * (1 * 1 + 1 * 8 + 1 * 8)
+    assert cpt.total_bitops == 2 * fixed + binary * (
+        (2 * 2 + 2 * 8 + 2 * 8) + (6 * 6 + 6 * 8 + 6 * 8)
+    )
+    # the same in numbers: fixed 222,068,736; suite 564,461,568 (97.67% below FP32), CPT
+    # convention 1,038,680,064 (95.72% below), FP32 24,263,000,064
+    assert (suite.total_bitops, cpt.total_bitops) == (564_461_568, 1_038_680_064)
+    assert suite.fp32_bitops == cpt.fp32_bitops == 2 * TINY_FP32_STEP == 24_263_000_064
+    assert cpt.reduction_vs_fp32 == pytest.approx(1 - cpt.total_bitops / (2 * TINY_FP32_STEP))
+    assert suite.reduction_vs_fp32 > cpt.reduction_vs_fp32
+
+
+def test_in_cpt_mode_both_conventions_agree():
+    from cycl_bench.quant.precision import scheduled_precision, set_precision
+
+    model = tiny_bnn("cpt")
+    suite = TrainingCost(model, (3, 16, 16))
+    cpt = TrainingCost(model, (3, 16, 16), precision_of=scheduled_precision)
+    for k in (2, 6):
+        set_precision(model, weight_bits=k, act_bits=k, grad_bits=8)
+        assert suite.step(batch_size=3) == cpt.step(batch_size=3) == 3 * tiny_step_bitops(k, 8)
+
+
+# -- the hybrid-quantized head's fixed-point update (continual stage) ------------------------
+
+
+def hybrid_head_meter(**params):
+    """The cost meter of hq_cwr_star on tiny_bnn (16x16, 4 classes), in a later experience:
+    everything below the head frozen, as CWR* leaves it."""
+    from cycl_bench.continual.costs import TrainingCostMeter
+    from cycl_bench.strategies import build_strategy
+
+    model = tiny_bnn("cyclebnn")
+    built = build_strategy("hq_cwr_star", model=model, params=params)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith("classifier."))
+    meter = TrainingCostMeter(built, (3, 16, 16))
+    later = SimpleNamespace(clock=SimpleNamespace(train_exp_counter=1))
+    meter.before_training_exp(later)
+    return built, meter
+
+
+def test_hybrid_head_update_costs_head_bits_by_head_bits_not_the_stored_grid():
+    """head_bits 6, stored weights on a 16-bit grid: the forward x_q . W_q^T and the weight
+    gradient delta_q^T . x_q both multiply 6-bit numbers; no product runs at 16 bits."""
+    built, meter = hybrid_head_meter(grad_bits=16, head_bits=6, latent_cache=True)
+    built.latent_cache.active = True  # head-only epochs on the cached features
+    meter.after_training_iteration(SimpleNamespace(mb_y=torch.zeros(5)))
+    assert meter.total_bitops == 5 * TINY_CLASSIFIER * (6 * 6 + 6 * 6)
+    assert meter.cost.fp32_bitops == 5 * TINY_CLASSIFIER * (32 * 32 + 32 * 32)
+
+
+def test_hybrid_head_step_without_the_cache_adds_the_frozen_backbone_forward():
+    _, meter = hybrid_head_meter(grad_bits=8, head_bits=4, latent_cache=False)
+    meter.after_training_iteration(SimpleNamespace(mb_y=torch.zeros(2)))
+    backbone_forward = (TINY_STEM + sum(TINY_PROJECTIONS)) * 8 * 8 + sum(TINY_BINARY) * 1 * 1
+    assert meter.total_bitops == 2 * (backbone_forward + TINY_CLASSIFIER * (4 * 4 + 4 * 4))

@@ -14,6 +14,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.transformation.change_batchsize import ChangeBatchSize
 from qonnx.util.cleanup import cleanup_model
+from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from cycl_bench import config as configs
@@ -29,7 +30,7 @@ from cycl_bench.export.deployed import (
 )
 from cycl_bench.export.formats import export_model, onnxruntime_predictor
 from cycl_bench.export.size import deployed_size
-from cycl_bench.quant.precision import set_precision
+from cycl_bench.quant.precision import deployed_tensors, model_size_bytes, set_precision
 from cycl_bench.registry import BACKBONES
 from cycl_bench.spec import RunSpec
 
@@ -176,16 +177,48 @@ def test_the_deployed_size_is_the_hand_counted_one():
 
     binary 3x3 weights: 8*8*9 + 16*8*9 + 16*16*9 + 32*16*9 = 8640 -> 1080 bytes packed
     8-bit weights: stem 8*3*9 + projections 16*8 + 32*16 + head 3*32 = 952 -> 952 bytes
-    float32: 4 input-quantizer scales, BatchNorm affine 2*(8+8+16+16+16+32+32) = 256,
-    thresholds 8+8+16+16 = 48, output scales 8+16+16+32 = 72 -> 380 parameters, and
-    running statistics 2*128 = 256: (380 + 256) * 4 = 2544 bytes
+    their per-channel scales (Int8WeightPerChannelFloat): 8 + 16 + 32 + 3 = 59 float32
+    parameters: 4 input-quantizer scales (stem, two projections, head), BatchNorm affine
+    2*(8+8+16+16+16+32+32) = 256, thresholds 8+8+16+16 = 48, binary output scales
+    8+16+16+32 = 72 -> 380 float32
+    BatchNorm running statistics 2*128 = 256 float32
+    float32 in all: 59 + 380 + 256 = 695 -> 2780 bytes
     """
     model = BACKBONES.build("tiny_bnn", num_classes=3, width=0.25, image_size=16)
     size = deployed_size(model)
-    assert size.packed_bytes == 1080 + 952 + 2544
-    assert size.fp32_bytes == (8640 + 952 + 380 + 256) * 4
-    assert size.parameters_by_bits == {1: 8640, 8: 952, 32: 380}
-    assert (size.binary_parameters, size.higher_precision_parameters) == (8640, 952 + 380)
+    assert size.packed_bytes == 1080 + 952 + 2780 == model_size_bytes(model)
+    assert size.fp32_bytes == (8640 + 952 + 695) * 4
+    assert size.numbers_by_bits == {1: 8640, 8: 952, 32: 695}
+    assert (size.binary_numbers, size.higher_precision_numbers) == (8640, 952 + 695)
+    assert size.bytes_by_kind == {
+        "binary weights": 1080,
+        "8-bit weights": 952,
+        "weight scales": 59 * 4,
+        "parameters": 380 * 4,
+        "running statistics": 256 * 4,
+    }
+
+
+def test_every_stored_tensor_is_counted_once():
+    """Each parameter and BatchNorm buffer appears in exactly one stored tensor; nothing else
+    but the derived 8-bit weight scales is added."""
+    model = BACKBONES.build("tiny_bnn", num_classes=3, width=0.25, image_size=16)
+    stored = deployed_tensors(model)
+    names = [tensor.name for tensor in stored]
+    assert len(names) == len(set(names))
+    parameters = {name for name, _ in model.named_parameters()}
+    statistics = {
+        f"{name}.running statistics"
+        for name, module in model.named_modules()
+        if isinstance(module, nn.BatchNorm2d)
+    }
+    scales = {
+        "stem.conv.weight scales",
+        "body.1.shortcut.projection.0.weight scales",
+        "body.3.shortcut.projection.0.weight scales",
+        "classifier.weight scales",
+    }
+    assert set(names) == parameters | statistics | scales
 
 
 # -- export through the command line -------------------------------------------------------

@@ -3,6 +3,7 @@ scale, and the float path against Avalanche's own CWRStar."""
 
 import math
 import random
+from functools import partial
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from torch.utils.data import TensorDataset
 from cycl_bench.continual.loop import accuracy_row, build_model
 from cycl_bench.data.assemble import make_stream
 from cycl_bench.evaluation.results import seed_metrics
-from cycl_bench.quant.gradquant import quantize_fixed_point
+from cycl_bench.quant.gradquant import quantize_fixed_point, quantize_min_max
 from cycl_bench.spec import RunSpec
 from cycl_bench.strategies import build_strategy
 from cycl_bench.strategies.hq_cwr import HeadScales, hybrid_head_update, unit_step
@@ -27,6 +28,8 @@ from cycl_bench.strategies.protocol import (
 )
 
 SCALES = HeadScales(features=2.0**-6, weights=2.0**-7, stored=2.0**-15)
+# the fixed power-of-two storage grid (a variant); the paper's per-tensor min/max grid below
+power_of_two_update = partial(hybrid_head_update, storage_grid="power_of_two")
 
 
 def stored(weight: torch.Tensor, step: float) -> torch.Tensor:
@@ -57,7 +60,7 @@ def test_update_lands_on_the_stored_grid():
     for bits, rounding in ((16, "stochastic"), (8, "nearest"), (12, "stochastic")):
         scales = HeadScales(SCALES.features, SCALES.weights, stored=2.0 ** -(bits - 1))
         weight = stored(weight, scales.stored)
-        new = hybrid_head_update(
+        new = power_of_two_update(
             weight,
             features,
             targets,
@@ -74,7 +77,7 @@ def test_update_lands_on_the_stored_grid():
 def test_sixteen_bit_update_follows_the_float_sgd_step():
     weight, features, targets = head_problem()
     expected = float_sgd_step(weight, features, targets, lr=0.5)
-    new = hybrid_head_update(
+    new = power_of_two_update(
         weight, features, targets, lr=0.5, scales=SCALES, head_bits=8, grad_bits=16
     )
     change, error = (expected - weight).abs().mean(), (new - expected).abs().mean()
@@ -86,8 +89,8 @@ def test_eight_bit_storage_loses_small_updates_with_nearest_rounding():
     eight_bit = HeadScales(SCALES.features, SCALES.weights, stored=SCALES.weights)
     weight = stored(weight, eight_bit.stored)
     kwargs = dict(lr=1e-3, head_bits=8, rounding="nearest")
-    stuck = hybrid_head_update(weight, features, targets, scales=eight_bit, grad_bits=8, **kwargs)
-    moved = hybrid_head_update(weight, features, targets, scales=SCALES, grad_bits=16, **kwargs)
+    stuck = power_of_two_update(weight, features, targets, scales=eight_bit, grad_bits=8, **kwargs)
+    moved = power_of_two_update(weight, features, targets, scales=SCALES, grad_bits=16, **kwargs)
     assert torch.equal(stuck, weight)
     assert not torch.equal(moved, weight)
 
@@ -98,16 +101,17 @@ def test_stochastic_rounding_is_unbiased_where_nearest_is_stuck():
     weight = stored(weight, eight_bit.stored)
     kwargs = dict(lr=0.03, head_bits=8)
     torch.manual_seed(0)
+    stochastic = partial(power_of_two_update, rounding="stochastic")
     draws = torch.stack(
         [
-            hybrid_head_update(weight, features, targets, scales=eight_bit, grad_bits=8, **kwargs)
+            stochastic(weight, features, targets, scales=eight_bit, grad_bits=8, **kwargs)
             for _ in range(2000)
         ]
     )
-    nearest = hybrid_head_update(
+    nearest = power_of_two_update(
         weight, features, targets, scales=eight_bit, grad_bits=8, rounding="nearest", **kwargs
     )
-    exact = hybrid_head_update(
+    exact = power_of_two_update(
         weight, features, targets, scales=SCALES, grad_bits=16, rounding="nearest", **kwargs
     )
     expected_change = (exact - weight).abs().mean()
@@ -123,6 +127,61 @@ def test_softmax_and_error_grids_cover_minus_one_to_one():
     assert levels[levels > 0].min() == 1 / 128  # the finest probability the head resolves
     assert levels.max() == 127 / 128 and levels.min() == -127 / 128  # 1 - 1/128 < 1
     assert quantize_fixed_point(torch.tensor([0.3]), 8, "nearest", unit_step(8)) == 38 / 128
+
+
+def test_min_max_grid_spans_the_tensors_own_range_in_two_to_the_bits_minus_one_steps():
+    # hand count: [-1, 2] at 2 bits has the 4 levels -1, 0, 1, 2 (step 3 / 3 = 1)
+    values = torch.tensor([-1.0, -0.6, 0.4, 0.6, 1.49, 2.0])
+    assert quantize_min_max(values, 2).tolist() == [-1.0, -1.0, 0.0, 1.0, 1.0, 2.0]
+    zeros = torch.zeros(3, 4)  # a CWR* head whose rows all start at zero stays as it is
+    assert torch.equal(quantize_min_max(zeros, 8), zeros)
+    ramp = torch.linspace(-0.5, 0.25, 10_001, dtype=torch.float64)
+    assert len(torch.unique(quantize_min_max(ramp, 8))) == 256
+
+
+def test_eight_bit_min_max_storage_drowns_small_updates_where_sixteen_bits_follow_them():
+    weight, features, targets = head_problem()
+    # updates of about 3e-4 against steps of (max - min) / (2^b - 1) over a range of about 1.6:
+    # 6e-3 at 8 bits (the update is rounding, and the grid moving with the extremes), 2.4e-5 at
+    # 16 bits
+    kwargs = dict(lr=1e-2, head_bits=8, scales=SCALES)
+    for bits, lost in ((8, True), (16, False)):
+        start = quantize_min_max(weight, bits)
+        new = hybrid_head_update(start, features, targets, grad_bits=bits, **kwargs)
+        expected = float_sgd_step(start, features, targets, lr=1e-2)
+        change, error = (expected - start).abs().mean(), (new - expected).abs().mean()
+        if lost:  # most of the update rounded away
+            assert error > 0.5 * change
+        else:
+            assert error < 0.1 * change
+
+
+def test_sixteen_bit_update_with_momentum_follows_torch_sgd():
+    """The experiment's SGD (momentum 0.9, weight decay 5e-4) applied in fixed point: three
+    16-bit steps stay with torch.optim.SGD's three float steps."""
+    weight, features, targets = head_problem()
+    reference = weight.clone().requires_grad_(True)
+    optimizer = torch.optim.SGD([reference], lr=0.2, momentum=0.9, weight_decay=5e-4)
+    ours, velocity = weight.clone(), torch.zeros_like(weight)
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(features @ reference.T, targets).backward()
+        optimizer.step()
+        ours = hybrid_head_update(
+            ours,
+            features,
+            targets,
+            lr=0.2,
+            scales=SCALES,
+            head_bits=8,
+            grad_bits=16,
+            momentum=0.9,
+            weight_decay=5e-4,
+            velocity=velocity,
+        )
+    change = (reference.detach() - weight).abs().mean()
+    assert (ours - reference.detach()).abs().mean() < 0.1 * change
+    assert velocity.abs().sum() > 0  # the buffer carried the momentum
 
 
 # -- on a tiny class-incremental stream ------------------------------------------------------
@@ -244,7 +303,11 @@ def test_hybrid_head_at_32_bits_is_cwr_star(avalanche_cwr_star):
 def test_consolidated_rows_are_stored_on_the_grad_bits_grid():
     stream = tiny_stream()
     model = fresh_model(stream)
-    built = build_strategy("hq_cwr_star", model=model, params={"grad_bits": 12, **PROTOCOL})
+    built = build_strategy(
+        "hq_cwr_star",
+        model=model,
+        params={"grad_bits": 12, "storage_grid": "power_of_two", **PROTOCOL},
+    )
     for experience in stream.train_stream:
         built.train(experience)
     plugin = next(p for p in built.template.plugins if hasattr(p, "scales"))

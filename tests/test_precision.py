@@ -213,13 +213,20 @@ def test_float_model_reports_float_precision_and_ignores_switching():
         assert get_precision(model) == (32, 32, 32)
 
 
-def test_model_size_counts_binary_weights_at_their_bits():
+def test_model_size_counts_binary_weights_at_their_bits_and_their_ranges_above_one_bit():
+    """tiny_bnn's binary convolutions 32->32, 32->64, 64->64, 64->128 (3x3): 9 * 15360 =
+    138240 weights, 7 more bits each at 8 bits; above 1 bit a cpt layer also stores the
+    (min, max) of each output channel's weights, 2 * (32 + 64 + 64 + 128) float32, and the
+    running (min, max) of its input, 4 * 2 float32. cyclebnn mode computes 1 x 1 at any k."""
     model = tiny("cpt")
-    binary_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, BinaryConv2d))
     size_at_1 = model_size_bytes(model)
     set_precision(model, weight_bits=8, act_bits=8)
     size_at_8 = model_size_bytes(model)
-    assert size_at_8 - size_at_1 == pytest.approx(binary_weights * 7 / 8, abs=8)
+    assert size_at_8 - size_at_1 == 138240 * 7 // 8 + 2 * 288 * 4 + 4 * 2 * 4
+    cyclebnn = tiny("cyclebnn")
+    assert model_size_bytes(cyclebnn) == size_at_1
+    set_precision(cyclebnn, weight_bits=8, act_bits=8)
+    assert model_size_bytes(cyclebnn) == size_at_1
     assert model_size_bytes(BACKBONES.build("tiny_fp", num_classes=5)) > 8 * size_at_1
 
 

@@ -169,6 +169,51 @@ def test_callback_sets_the_scheduled_bits_every_step_and_evaluates_at_one_bit(tm
     assert bitops == sorted(bitops) and bitops[0] > 0
 
 
+def test_callback_records_and_logs_both_cost_conventions_by_hand(tmp_path):
+    """tiny_bnn (cyclebnn, 16x16, 4 classes), two steps of 3 samples at k = 2 then k = 6 with
+    8-bit gradients. Per sample, counted by hand in test_cost.py (stem 221,184 MACs, binary
+    convolutions 3,538,944, projections 262,144, classifier 512): the 8-bit layers cost
+    222,068,736 BitOPs per step in both conventions; the binary convolutions cost 1 x 1 and
+    1 x 8 twice, 17 x 3,538,944, at either k in the suite's count, and k x k + 2 x k x 8 in the
+    CPT/CycleBNN convention (36 x and 132 x 3,538,944); FP32 12,131,500,032 per step."""
+    torch.manual_seed(0)
+    backbone = BACKBONES.build("tiny_bnn", num_classes=4, image_size=16)
+    module = BackboneClassifier(backbone, num_classes=4, lr=1e-3, weight_decay=1e-5)
+    data = TensorDataset(torch.randn(6, *IMAGE_SHAPE), torch.arange(6) % 4)
+    callback = CyclicPrecision(
+        lambda total_steps: lambda step: (2, 6)[step], input_shape=IMAGE_SHAPE, grad_bits=8
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        callbacks=[callback],
+        logger=pl.loggers.CSVLogger(tmp_path, name="", version=""),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=3))
+
+    fixed, binary, fp32 = 222_068_736, 3_538_944, 12_131_500_032
+    suite = [3 * (fixed + 17 * binary), 3 * (fixed + 17 * binary)]
+    cpt = [3 * (fixed + 36 * binary), 3 * (fixed + 132 * binary)]
+    record = callback.record()
+    assert [bits[1:] for bits in record["applied_bits"]] == [[2, 2, 8], [6, 6, 8]]
+    assert record["train_bitops"] == sum(suite) == 3 * 564_461_568
+    assert record["cpt_convention_bitops"] == sum(cpt) == 3 * 1_038_680_064
+    assert record["fp32_bitops"] == 2 * 3 * fp32
+    assert record["bitops_reduction_vs_fp32"] == pytest.approx(1 - sum(suite) / (6 * fp32))
+    assert record["cpt_convention_reduction_vs_fp32"] == pytest.approx(1 - sum(cpt) / (6 * fp32))
+
+    with open(tmp_path / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row["cost/train_bitops"]]
+    assert [float(row["cost/train_bitops"]) for row in rows] == [suite[0], sum(suite)]
+    assert [float(row["cost/cpt_convention_bitops"]) for row in rows] == [cpt[0], sum(cpt)]
+    assert float(rows[-1]["cost/cpt_convention_reduction_vs_fp32"]) == pytest.approx(
+        1 - sum(cpt) / (6 * fp32)
+    )
+
+
 # -- pretrain() ----------------------------------------------------------------------------
 
 
@@ -189,8 +234,17 @@ def test_pretraining_records_the_applied_schedule_and_its_cost(cyclic_run):
     with open(result.metrics_csv) as file:
         header = next(csv.reader(file))
     assert {"precision/weight_bits", "cost/train_bitops", "val/accuracy"} <= set(header)
+    assert {"cost/cpt_convention_bitops", "cost/cpt_convention_reduction_vs_fp32"} <= set(header)
     assert 0 < result.train_bitops < result.fp32_bitops
     assert 0.9 < result.reduction_vs_fp32 < 1
+    # cyclebnn mode: the convolutions multiply 1 x 1 bits; the CPT/CycleBNN convention prices
+    # them at the scheduled 2..6 bits, so it counts more and saves less
+    assert result.train_bitops < result.cpt_convention_bitops < result.fp32_bitops
+    assert record["cpt_convention_bitops"] == result.cpt_convention_bitops
+    assert record["cpt_convention_reduction_vs_fp32"] == pytest.approx(
+        result.cpt_convention_reduction_vs_fp32
+    )
+    assert record["bitops_reduction_vs_fp32"] == pytest.approx(result.reduction_vs_fp32)
 
 
 def test_checkpoint_is_a_plain_state_dict_that_reproduces_the_accuracy(stream, cyclic_run):

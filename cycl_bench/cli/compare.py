@@ -85,9 +85,10 @@ def distinct(results: list[Results]) -> list[Results]:
         for i, values in zip(same, told, strict=True):
             if told.count(values) > 1:  # the same settings twice: number them
                 values = f"{values} #{told[: same.index(i) + 1].count(values)}".strip()
-            method = results[i].method
-            method = method.model_copy(update={"strategy": f"{method.strategy} {values}"})
-            shown[i] = results[i].model_copy(update={"method": method})
+            config = results[i].config
+            entry = config.get("strategy_entry") or results[i].method.strategy
+            config = {**config, "strategy_entry": f"{entry} {values}"}
+            shown[i] = results[i].model_copy(update={"config": config})
     return shown
 
 

@@ -139,12 +139,12 @@ def run(args) -> int:
 def describe_size(size) -> str:
     higher = ", ".join(
         f"{count:,} {'float32' if bits == 32 else f'at {bits} bits'}"
-        for bits, count in size.parameters_by_bits.items()
+        for bits, count in size.numbers_by_bits.items()
         if bits > 1
     )
+    parts = ", ".join(f"{kind} {count:,}" for kind, count in size.bytes_by_kind.items())
     return (
-        f"deployed size: {size.packed_bytes:,} bytes (1-bit weights bit-packed, 8-bit layers "
-        f"at 8 bits, the rest float32) vs {size.fp32_bytes:,} bytes at FP32 "
-        f"({size.compression:.1f}x smaller); parameters: {size.binary_parameters:,} binary, "
-        f"{size.higher_precision_parameters:,} higher precision ({higher})"
+        f"deployed size: {size.packed_bytes:,} bytes ({parts}) vs {size.fp32_bytes:,} bytes at "
+        f"FP32 ({size.compression:.1f}x smaller); stored numbers: {size.binary_numbers:,} "
+        f"binary, {size.higher_precision_numbers:,} higher precision ({higher})"
     )

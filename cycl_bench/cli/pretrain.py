@@ -125,6 +125,13 @@ def run(args) -> int:
     print(f"  {bits} val accuracy  {result.val_accuracy:.4f}")
     print(
         f"  training cost  {result.train_bitops:.3e} BitOPs over {result.steps} steps "
-        f"({result.reduction_vs_fp32:.2%} less than FP32 training)"
+        f"({result.reduction_vs_fp32:.2%} less than FP32 training), each layer at the bits it "
+        "multiplies"
     )
+    if result.cpt_convention_bitops is not None:
+        print(
+            f"  CPT/CycleBNN convention  {result.cpt_convention_bitops:.3e} BitOPs "
+            f"({result.cpt_convention_reduction_vs_fp32:.2%} less than FP32 training), binary "
+            "layers at the scheduled bits"
+        )
     return 0

@@ -8,8 +8,14 @@ misses:
 - LwF's teacher forward on every step after the first experience; EWC's importance pass
   (a forward and backward over the experience) after each experience; the BatchNorm
   recalibration pass (a forward over the experience's batches);
-- the hybrid-quantized head after the first experience: its update runs at
-  head_bits x head_bits forward and head_bits x grad_bits weight gradient.
+- latent replay (AR1*): a current pattern crosses the frozen lower part forward only and the
+  upper part forward and backward (what `TrainingCost` reads from the frozen parameters); a
+  replayed activation enters at the latent layer and costs the upper part and the head only;
+  filling the memory from a pass through the lower part costs that forward;
+- the hybrid-quantized head after the first experience: its update multiplies head_bits x
+  head_bits in the forward (quantized features by the quantized weights) and in the weight
+  gradient (quantized error by quantized features), `HeadPrecision.computed`; its grad_bits
+  is only the grid the stored weights are rounded to, which no product runs at.
 The FP32 reference prices the same work at 32 bits everywhere.
 """
 
@@ -38,7 +44,7 @@ class TrainingCostMeter(SupervisedPlugin):
 
     def _precision_of(self, layer: nn.Module):
         if self._fixed_point_head and layer is self.head:
-            return self.strategy.head_precision
+            return self.strategy.head_precision.computed()
         return layer_precision(layer)
 
     @property
@@ -53,10 +59,14 @@ class TrainingCostMeter(SupervisedPlugin):
         self.cost.total_bitops += bitops
         self.cost.fp32_bitops += fp32_bitops
 
-    def _forward_only(self, samples: int, *, include_head: bool) -> None:
+    def _forward_only(
+        self, samples: int, *, include_head: bool, within: set[str] | None = None
+    ) -> None:
         bitops = fp32 = 0
         for layer in self.cost.layers:
             if not include_head and layer.name == self.strategy.head_name:
+                continue
+            if within is not None and layer.name not in within:
                 continue
             weight_bits, act_bits, _ = self.cost.layer_bits(layer)
             bitops += layer.macs_per_sample * weight_bits * act_bits
@@ -71,6 +81,17 @@ class TrainingCostMeter(SupervisedPlugin):
         self.cost.steps += 1
         self.cost.samples += samples
 
+    def _part_step(self, samples: int, within: set[str]) -> None:
+        """Forward and backward of `samples` through the layers named in `within` only (latent
+        replay: replayed activations enter at the latent layer), within the same step."""
+        bitops = fp32 = 0
+        for layer in self.cost.layers:
+            if layer.name in within:
+                bitops += step_bitops(layer, *self.cost.layer_bits(layer))
+                fp32 += step_bitops(layer, FLOAT_BITS, FLOAT_BITS, FLOAT_BITS)
+        self._add(bitops * samples, fp32 * samples)
+        self.cost.samples += samples
+
     # -- plugin hooks ----------------------------------------------------------------------
 
     def before_training_exp(self, strategy, **kwargs):
@@ -81,10 +102,14 @@ class TrainingCostMeter(SupervisedPlugin):
     def after_training_iteration(self, strategy, **kwargs):
         samples = len(strategy.mb_y)
         cache = self.strategy.latent_cache
+        replay = self.strategy.latent_replay
+        replayed = replay.replayed_in_step if replay is not None else 0
         if cache is not None and cache.active:
             self._head_step(samples)
         else:
-            self.cost.step(samples)
+            self.cost.step(samples - replayed)  # current patterns: the whole network
+        if replayed:
+            self._part_step(replayed, replay.upper_layers)
         if self.strategy.extra_cost == "teacher_forward" and self._experience_index > 0:
             self._forward_only(samples, include_head=True)
 
@@ -95,6 +120,10 @@ class TrainingCostMeter(SupervisedPlugin):
         cache = self.strategy.latent_cache
         if cache is not None and cache.encoded_samples:
             self._forward_only(cache.encoded_samples, include_head=False)
+        replay = self.strategy.latent_replay
+        if replay is not None and replay.encoded_samples:
+            lower = replay.lower_layers
+            self._forward_only(replay.encoded_samples, include_head=False, within=lower)
         experience_size = len(strategy.experience.dataset)
         if self.strategy.extra_cost == "importance_pass":
             self.cost.step(experience_size)

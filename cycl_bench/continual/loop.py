@@ -2,11 +2,15 @@
 
 After each training experience the model is evaluated on every test view of the stream at its
 deployed precision (`eval_bits`, the pretraining's: 1-bit weights and activations on binary
-backbones), giving row i of the accuracy matrix A[i][j]. The continual stage trains with float
-gradients whatever the pretraining schedule used (only the hybrid head quantizes its update).
-Final accuracy, forgetting and BWT come from `results.seed_metrics`. Costs per experience:
-wall-clock training time, peak memory (RSS on CPU, the allocator's peak on CUDA), training
-BitOPs (`TrainingCostMeter`). Seeding goes through Avalanche's RNG manager (torch, numpy,
+backbones), giving row i of the accuracy matrix A[i][j]. With `eval_every` k > 1 (long streams)
+only experiences 0, k, 2k, ... and the last are evaluated: the matrix has a row for each of them
+and the seed's `evaluated_after` says which experience each row follows (`evaluated_experiences`);
+evaluation never moves the training RNG, so those rows are the ones every-experience evaluation
+gives. The continual stage trains with float gradients whatever the pretraining schedule used
+(only the hybrid head quantizes its update). Final accuracy, forgetting and BWT come from
+`results.seed_metrics`. Costs per experience: wall-clock training time, peak memory (RSS on CPU,
+the allocator's peak on CUDA), training BitOPs (`TrainingCostMeter`), and the wall-clock time of
+the evaluation that followed it. Seeding goes through Avalanche's RNG manager (torch, numpy,
 random): the same seed on CPU gives identical metrics.
 """
 
@@ -38,6 +42,14 @@ DEPLOYED_BITS = 1
 """Default deployment precision (weights and activations), as `PretrainConfig.eval_bits`."""
 EVAL_BATCH_SIZE = 256
 ExperienceCallback = Callable[[int, dict[str, Any]], None]
+
+
+def evaluated_experiences(n_experiences: int, eval_every: int = 1) -> list[int]:
+    """The experiences after which a run evaluates: 0, k, 2k, ... and always the last."""
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every={eval_every!r} must be a positive integer")
+    last = n_experiences - 1
+    return [i for i in range(n_experiences) if i % eval_every == 0 or i == last]
 
 
 def seed_everything(seed: int) -> None:
@@ -158,13 +170,16 @@ def run_strategy(
     params: dict[str, Any],
     checkpoint: Path | None,
     seed: int,
+    eval_every: int = 1,
     on_experience: ExperienceCallback | None = None,
     on_finished: Callable[[nn.Module], dict[str, Any]] | None = None,
 ) -> SeedResult:
     """Train `strategy` on `stream` from a fresh backbone and return the seed's results.
 
-    `on_experience(index, info)` is called after each experience with its accuracy row, its
-    costs, and (for cached strategies) the latent cache's size. `on_finished(model)` gets the
+    The test views are evaluated after the experiences `evaluated_experiences(n, eval_every)`
+    names (every one by default). `on_experience(index, info)` is called after each experience
+    with its accuracy row (None when it was not evaluated), its costs, and (for cached
+    strategies) the latent cache's size. `on_finished(model)` gets the
     model as it was evaluated last (for the CWR* family, with the consolidated head) and returns
     fields for the seed's results (where the model was saved). When only the head trains after
     the first experience, the test views are encoded once after it and every row is a head-only
@@ -187,6 +202,7 @@ def run_strategy(
     matrix: list[list[float]] = []
     per_experience: list[ExperienceCost] = []
     rows = AccuracyRows(stream.test_views, device, eval_bits)
+    evaluated = evaluated_experiences(stream.n_experiences, eval_every)
     for index, experience in enumerate(stream.train_stream):
         bitops_before = meter.total_bitops
         reset_peak_memory(device)
@@ -196,29 +212,42 @@ def run_strategy(
         peaks = peak_memory_mb(device)
         if built.precision() != bits:
             raise RuntimeError(f"{strategy} changed the precision {bits} to {built.precision()}")
-        row = rows.row(model, frozen_backbone=built.frozen_backbone)
-        matrix.append(row)
+        row, eval_time = None, None
+        if index in evaluated:
+            started = time.perf_counter()
+            row = rows.row(model, frozen_backbone=built.frozen_backbone)
+            eval_time = time.perf_counter() - started
+            matrix.append(row)
         cost = ExperienceCost(
             train_time_s=train_time,
             peak_memory_mb=peaks.get("cuda_mb", peaks["rss_mb"]),
             train_bitops=meter.total_bitops - bitops_before,
+            eval_time_s=eval_time,
         )
         per_experience.append(cost)
         if on_experience is not None:
             info = {"accuracy_row": row, **cost.model_dump(), **peaks}
             if built.latent_cache is not None:
                 info["latent_cache_bytes"] = built.latent_cache.cache_bytes
+            if built.latent_replay is not None:
+                info["replay_buffer_bytes"] = built.latent_replay.buffer.payload_bytes
             on_experience(index, info)
 
+    # every experience evaluated: row i follows experience i, nothing to record
+    after = None if len(evaluated) == stream.n_experiences else evaluated
     return SeedResult(
         seed=seed,
+        evaluated_after=after,
         accuracy_matrix=matrix,
-        **seed_metrics(matrix, stream.test_sizes),
+        **seed_metrics(matrix, stream.test_sizes, after),
         train_time_s=sum(c.train_time_s for c in per_experience),
         peak_memory_mb=max(c.peak_memory_mb for c in per_experience),
         train_bitops=meter.total_bitops,
         bitops_reduction_vs_fp32=meter.reduction_vs_fp32,
         model_size_bytes=model_size_bytes(model),
+        replay_buffer_bytes=(
+            built.latent_replay.buffer.payload_bytes if built.latent_replay is not None else None
+        ),
         per_experience=per_experience,
         **(on_finished(model) if on_finished is not None else {}),
     )

@@ -57,10 +57,11 @@ def make_stream(
     class_names: list[str] | None = None,
 ) -> Stream:
     """NC: one test view per experience (Avalanche's own per-experience test sets when it
-    has them, else the single test set split by classes). NI: the one shared test set."""
+    has them, else the single test set split by classes). NI and NIC (CORe50 NICv2, where an
+    experience holds sessions of objects both new and seen): the one shared test set."""
     classes_per_experience = [_classes_of(exp) for exp in benchmark.train_stream]
     test_stream = benchmark.test_stream
-    if scenario == "ni":
+    if scenario in ("ni", "nic"):
         test_views = [test_stream[0].dataset]
     elif len(test_stream) == len(classes_per_experience):
         test_views = [exp.dataset for exp in test_stream]

@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 
 from cycl_bench.errors import UserError
 
-Scenario = Literal["ni", "nc"]
+# new instances, new classes, new instances and classes (CORe50 NICv2: one shared test set)
+Scenario = Literal["ni", "nc", "nic"]
 Source = Literal["real", "synthetic", "folder"]
 
 
@@ -30,7 +31,7 @@ class Stream:
     `benchmark` is the Avalanche benchmark (its `train_stream` drives training).
     `test_views[j]` is the evaluation set behind column j of the accuracy matrix: one per
     experience for class-incremental streams (the test set split by each experience's
-    classes), a single shared test set for domain-incremental ones. Items are (x, y, ...).
+    classes), a single shared test set for the others (NI, NICv2). Items are (x, y, ...).
     """
 
     name: str

@@ -1,9 +1,18 @@
-"""CORe50 NI and NC: Avalanche's real loader, the synthetic look-alike, or a user's folder.
+"""CORe50 NI, NC and NICv2: Avalanche's real loader, the synthetic look-alike, or a user's folder.
 
 Real data lives in `<data root>/core50/` in the layout Avalanche's `CORe50` reads (image tree
 `core50_128x128/` or `core50_32x32/`, `batches_filelists/`, `paths.pkl`, `LUP.pkl`,
-`labels.pkl`, `labels2names.pkl`); what is missing is downloaded on first use. The stream seed
-is the CORe50 run (0..9), which fixes the class order of NC and the session order of NI.
+`labels.pkl`, `labels2names.pkl`, and for NICv2 `NIC_v2_79/`, `NIC_v2_196/`, `NIC_v2_391/` from
+`batches_filelists_NICv2.zip`); what is missing is downloaded on first use. The stream seed is
+the CORe50 run (0..9), which fixes the class order of NC, the session order of NI and the order
+of the object sessions of NICv2.
+
+NICv2-79/196/391 (Lomonaco et al. 2020), as CORe50's NICv2 file lists make them: the first
+experience is session 1 of the first object of each category (o1, o6, ..., o46: 10 classes, in
+every run), then the other 390 object sessions, 5, 2 or 1 per experience, each object's
+sessions in their temporal order, the objects interleaved in the run's order. Labels are the
+object numbers, and one shared test set (sessions 3, 7, 10) is evaluated, as in NI. Folders of
+images have no object sessions to draw this from: NICv2 reads real or synthetic data only.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from pydantic import Field
 
 from cycl_bench.data import synthetic
 from cycl_bench.data.assemble import ImageTensorDataset, make_stream
-from cycl_bench.data.base import Stream
+from cycl_bench.data.base import Scenario, Stream
 from cycl_bench.data.download import downloading, ensure_writable, resolve_data_root
 from cycl_bench.data.folder import (
     FolderNcOptions,
@@ -39,8 +48,14 @@ from cycl_bench.params import Options
 from cycl_bench.registry import BENCHMARKS
 
 RUNS = range(10)
-EXPERIENCES = {"ni": 8, "nc": 9}
-FILELIST_FOLDERS = {"ni": "batches_filelists/NI_inc", "nc": "batches_filelists/NC_inc"}
+NICV2_EXPERIENCES = (79, 196, 391)
+EXPERIENCES = {"ni": 8, "nc": 9, **{f"nicv2_{n}": n for n in NICV2_EXPERIENCES}}
+FILELIST_FOLDERS = {
+    "ni": "batches_filelists/NI_inc",
+    "nc": "batches_filelists/NC_inc",
+    **{f"nicv2_{n}": f"NIC_v2_{n}" for n in NICV2_EXPERIENCES},
+}
+NICV2_ARCHIVE = "batches_filelists_NICv2.zip"
 METADATA_FILES = ("paths.pkl", "LUP.pkl", "labels.pkl", "labels2names.pkl")
 
 
@@ -70,12 +85,27 @@ def image_folder_name(mini: bool) -> str:
     return "core50_32x32" if mini else "core50_128x128"
 
 
+def scenario_kind(scenario: str) -> Scenario:
+    """The results file's scenario: 'ni', 'nc', or 'nic' for the NICv2 streams."""
+    return "nic" if scenario.startswith("nicv2_") else scenario
+
+
+def _filelist_root(scenario: str) -> str:
+    """The top folder of a scenario's file lists (what a damaged list asks to delete)."""
+    return FILELIST_FOLDERS[scenario].split("/")[0]
+
+
 # ---------------------------------------------------------------- planning (no data read)
 
 
 def plan_core50(scenario: str, *, data: str, seed: int, options: dict[str, Any]) -> Plan:
     name = f"core50_{scenario}"
     source, folder, seed = request(data, seed)
+    if source == "folder" and scenario_kind(scenario) == "nic":
+        raise UserError(
+            f"{name} needs CORe50's object sessions: use --data real or --data synthetic "
+            "(folder:PATH images fit core50_ni and core50_nc)"
+        )
     if source == "folder":
         plan_folder = plan_folder_ni if scenario == "ni" else plan_folder_nc
         return plan_folder(name, folder, seed, options)
@@ -119,11 +149,16 @@ def _archive_for(entry: str, mini: bool) -> tuple[str, str, str]:
     if entry == image_folder_name(mini):
         return core50_data.extra_data[1] if mini else core50_data.data[0]
     wanted = "batches_filelists.zip" if entry == "batches_filelists" else entry
+    if entry.startswith("NIC_v2_"):
+        wanted = NICV2_ARCHIVE  # holds NIC_v2_79/, NIC_v2_196/ and NIC_v2_391/
     return next(item for item in core50_data.data if item[0] == wanted)
 
 
-def _missing_entries(root: Path, mini: bool) -> list[str]:
+def _missing_entries(root: Path, mini: bool, scenario: str) -> list[str]:
+    # Avalanche reads its metadata only when batches_filelists/ is there, whatever the scenario
     folders = [image_folder_name(mini), "batches_filelists"]
+    if scenario_kind(scenario) == "nic":
+        folders.append(_filelist_root(scenario))
     missing = [name for name in folders if not (root / name).is_dir()]
     return missing + [name for name in METADATA_FILES if not (root / name).is_file()]
 
@@ -163,11 +198,12 @@ def _check_metadata(root: Path) -> dict[str, Any]:
 def _check_filelists(root: Path, scenario: str, run: int) -> None:
     folder = root / FILELIST_FOLDERS[scenario] / f"run{run}"
     names = [f"train_batch_{i:02d}_filelist.txt" for i in range(EXPERIENCES[scenario])]
+    fresh = root / _filelist_root(scenario)
     for name in [*names, "test_filelist.txt"]:
         path = folder / name
         if not path.is_file():
             raise UserError(
-                f"CORe50 file list {path} is missing; delete {root / 'batches_filelists'} "
+                f"CORe50 file list {path} is missing; delete {fresh} "
                 "and run again to download it afresh"
             )
         for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -175,8 +211,24 @@ def _check_filelists(root: Path, scenario: str, run: int) -> None:
             if len(parts) != 2 or not parts[1].isdigit():
                 raise UserError(
                     f"CORe50 file list {path} is corrupt (line {number}); delete "
-                    f"{root / 'batches_filelists'} and run again to download it afresh"
+                    f"{fresh} and run again to download it afresh"
                 )
+
+
+def _category_filelists(root: Path, scenario: str, run: int, mini: bool) -> None:
+    """Avalanche writes the category-level file lists (`<lists>_cat/`) once, on its first load,
+    from the object-level lists there then: NICv2 lists downloaded after an NI or NC load have
+    none. Then Avalanche's own writer runs again (it rewrites them all)."""
+    if not (root / "NIC_v2_79_cat").exists():
+        return  # Avalanche writes them on this load
+    folder = root / f"{FILELIST_FOLDERS[scenario]}_cat" / f"run{run}"
+    if (folder / "train_batch_00_filelist.txt").is_file():
+        return
+    from avalanche.benchmarks.datasets.core50.core50 import CORe50Dataset
+
+    ensure_writable(root)
+    with contextlib.redirect_stdout(sys.stderr):  # Avalanche's progress chatter
+        CORe50Dataset(root=root, mini=mini)._create_cat_filelists()
 
 
 def _class_names(labels2names: Any, scenario: str, run: int, object_level: bool) -> list[str]:
@@ -184,7 +236,7 @@ def _class_names(labels2names: Any, scenario: str, run: int, object_level: bool)
 
     if not object_level:
         return sorted(core50_data.name2cat, key=core50_data.name2cat.get)
-    if scenario == "ni":  # NI labels are the object numbers: label i is folder o<i+1>
+    if scenario != "nc":  # NI and NICv2 labels are the object numbers: label i is folder o<i+1>
         return [f"o{label + 1}" for label in range(50)]
     names = labels2names["nc"][run]  # NC labels follow the run's class order
     return [str(names[label]) for label in range(50)]
@@ -196,13 +248,15 @@ def load_real_core50(plan: Plan, data_root: Path | str | None) -> Stream:
     scenario, run = plan.protocol["scenario"], plan.seed
     mini, augment = plan.options["mini"], plan.options["augment"]
     root = resolve_data_root(data_root) / "core50"
-    missing = _missing_entries(root, mini)
+    missing = _missing_entries(root, mini, scenario)
     if missing:
         _download_core50(root, mini, missing)
     metadata = _check_metadata(root)
     _check_filelists(root, scenario, run)
     if not (root / "NIC_v2_79_cat").exists():
         ensure_writable(root)  # Avalanche writes the category-level file lists on first load
+    if not plan.options["object_level"]:
+        _category_filelists(root, scenario, run, mini)
     size = plan.protocol["image_size"]
     with contextlib.redirect_stdout(sys.stderr):  # Avalanche's progress chatter
         benchmark = CORe50(
@@ -218,7 +272,7 @@ def load_real_core50(plan: Plan, data_root: Path | str | None) -> Stream:
         )
     return make_stream(
         name=plan.name,
-        scenario=scenario,
+        scenario=scenario_kind(scenario),
         source="real",
         benchmark=benchmark,
         protocol=plan.protocol,
@@ -240,6 +294,45 @@ def nc_class_groups(seed: int) -> list[list[int]]:
     return [order[:10]] + [order[i : i + 5] for i in range(10, synthetic.CORE50_OBJECTS, 5)]
 
 
+def nicv2_first_objects() -> list[int]:
+    """The first object of each category (o1, o6, ..., o46): CORe50's NICv2 first batch holds
+    their session 1, in every run."""
+    per_category = synthetic.CORE50_OBJECTS // synthetic.CORE50_CATEGORIES
+    return list(range(0, synthetic.CORE50_OBJECTS, per_category))
+
+
+def nicv2_batches(seed: int, n_experiences: int) -> list[list[tuple[int, int]]]:
+    """(object id, session) of each NICv2 experience: the first objects' session 1, then the
+    other 390 object sessions in `n_experiences - 1` equal batches, each object's sessions in
+    temporal order and the objects interleaved in a seed-drawn order, as CORe50's runs are."""
+    first = nicv2_first_objects()
+    sessions = synthetic.CORE50_TRAIN_SESSIONS
+    pending = {
+        obj: list(sessions[1:] if obj in first else sessions)
+        for obj in range(synthetic.CORE50_OBJECTS)
+    }
+    turns = [obj for obj, left in pending.items() for _ in left]  # one per pending session
+    order = np.random.default_rng([seed, n_experiences]).permutation(turns).tolist()
+    rest = [(obj, pending[obj].pop(0)) for obj in order]
+    size, remainder = divmod(len(rest), n_experiences - 1)
+    if remainder:
+        raise ValueError(f"{len(rest)} object sessions do not split into {n_experiences - 1}")
+    later = [rest[start : start + size] for start in range(0, len(rest), size)]
+    return [[(obj, sessions[0]) for obj in first], *later]
+
+
+def _object_sessions(generated, batches: list[list[tuple[int, int]]]):
+    """(images, object ids) of each batch of (object, session) pairs."""
+    objects_of = {s: torch.tensor(objects) for s, (_, objects) in generated.train.items()}
+    for batch in batches:
+        images, objects = [], []
+        for obj, session in batch:
+            keep = (objects_of[session] == obj).nonzero().flatten()
+            images.append(generated.train[session][0][keep])
+            objects += [obj] * len(keep)
+        yield torch.cat(images), objects
+
+
 def build_synthetic_core50(plan: Plan) -> Stream:
     from avalanche.benchmarks import dataset_benchmark
 
@@ -254,7 +347,7 @@ def build_synthetic_core50(plan: Plan) -> Stream:
     if options["object_level"]:
         # like CORe50's NC file lists: label = position of the object in the class order
         position = {obj: i for i, obj in enumerate(o for group in groups for o in group)}
-        label_of = position if scenario == "nc" else {o: o for o in range(50)}
+        label_of = position if scenario == "nc" else {o: o for o in range(50)}  # NI, NICv2
         class_names = [f"o{o + 1}" for o in sorted(label_of, key=label_of.get)]
     else:
         label_of = dict(enumerate(generated.category_of_object))
@@ -265,6 +358,9 @@ def build_synthetic_core50(plan: Plan) -> Stream:
 
     if scenario == "ni":
         train_sets = [labelled(*generated.train[s]) for s in synthetic.CORE50_TRAIN_SESSIONS]
+    elif scenario_kind(scenario) == "nic":
+        batches = nicv2_batches(plan.seed, EXPERIENCES[scenario])
+        train_sets = [labelled(*batch) for batch in _object_sessions(generated, batches)]
     else:
         images = torch.cat([generated.train[s][0] for s in synthetic.CORE50_TRAIN_SESSIONS])
         objects = [o for s in synthetic.CORE50_TRAIN_SESSIONS for o in generated.train[s][1]]
@@ -285,7 +381,7 @@ def build_synthetic_core50(plan: Plan) -> Stream:
     )
     return make_stream(
         name=plan.name,
-        scenario=scenario,
+        scenario=scenario_kind(scenario),
         source="synthetic",
         benchmark=benchmark,
         protocol=plan.protocol,
@@ -330,3 +426,37 @@ def core50_nc(
 ) -> Stream:
     """CORe50 new classes: 9 experiences with 10, 5, ..., 5 objects."""
     return build_core50("nc", data, data_root, seed, options)
+
+
+def _nicv2_options() -> dict[str, type[Options]]:
+    return {"real": RealOptions, "synthetic": SyntheticOptions}  # no folder source: no sessions
+
+
+@BENCHMARKS.register(
+    "core50_nicv2_79", planner=partial(plan_core50, "nicv2_79"), params=_nicv2_options()
+)
+def core50_nicv2_79(
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+) -> Stream:
+    """CORe50 NICv2-79: 10 objects' first session, then 78 experiences of 5 object sessions."""
+    return build_core50("nicv2_79", data, data_root, seed, options)
+
+
+@BENCHMARKS.register(
+    "core50_nicv2_196", planner=partial(plan_core50, "nicv2_196"), params=_nicv2_options()
+)
+def core50_nicv2_196(
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+) -> Stream:
+    """CORe50 NICv2-196: 10 objects' first session, then 195 experiences of 2 object sessions."""
+    return build_core50("nicv2_196", data, data_root, seed, options)
+
+
+@BENCHMARKS.register(
+    "core50_nicv2_391", planner=partial(plan_core50, "nicv2_391"), params=_nicv2_options()
+)
+def core50_nicv2_391(
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+) -> Stream:
+    """CORe50 NICv2-391: 10 objects' first session, then 390 experiences of one object session."""
+    return build_core50("nicv2_391", data, data_root, seed, options)

@@ -15,6 +15,14 @@ Definitions (l_j = the experience at which view j is first learned):
 - BWT (Lopez-Paz & Ranzato 2017): mean over the same views of A[T-1][j] - A[l_j][j];
   equal to minus Avalanche's StreamForgetting / equal to Avalanche's StreamBWT.
 With a single experience there is nothing to forget: both are 0.
+
+On long streams a run may evaluate only after some experiences (`eval_every`): row r of the
+matrix then follows experience e_r (`evaluated_after`, strictly increasing, the last row after
+experience T-1; None means every experience, e_r = r). The definitions keep their form over the
+evaluated rows: view j counts when a row before the last one was evaluated at or after l_j;
+forgetting takes the max over those rows, BWT the first of them (the first evaluation after the
+view was learned: A[l_j][j] itself whenever experience l_j was evaluated). With every experience
+evaluated these are exactly the definitions above.
 """
 
 from __future__ import annotations
@@ -23,27 +31,46 @@ import math
 from collections.abc import Sequence
 
 Matrix = Sequence[Sequence[float]]
+Evaluated = Sequence[int] | None
 
 
-def _shape(matrix: Matrix) -> tuple[int, int]:
+def evaluated_rows(matrix: Matrix, evaluated_after: Evaluated = None) -> list[int]:
+    """The experience each row of the matrix follows (checked against the matrix's shape)."""
+    return _layout(matrix, evaluated_after)[0]
+
+
+def _layout(matrix: Matrix, evaluated_after: Evaluated) -> tuple[list[int], int, int]:
+    """(experience of each row, number of experiences T, number of views)."""
     rows = len(matrix)
     if rows == 0:
         raise ValueError("empty accuracy matrix")
     cols = len(matrix[0])
     if any(len(row) != cols for row in matrix):
         raise ValueError("accuracy matrix rows differ in length")
-    if cols not in (rows, 1):
-        raise ValueError(f"accuracy matrix is {rows}x{cols}: expected {rows}x{rows} or {rows}x1")
-    return rows, cols
+    after = list(range(rows)) if evaluated_after is None else [int(e) for e in evaluated_after]
+    if len(after) != rows:
+        raise ValueError(f"evaluated_after has {len(after)} entries for {rows} matrix rows")
+    if after[0] < 0 or any(after[r + 1] <= after[r] for r in range(rows - 1)):
+        raise ValueError("evaluated_after must be increasing experience indices from 0 on")
+    experiences = after[-1] + 1
+    if cols not in (experiences, 1):
+        raise ValueError(
+            f"accuracy matrix is {rows}x{cols} after {experiences} experiences: expected "
+            f"{rows}x{experiences} or {rows}x1"
+        )
+    return after, experiences, cols
 
 
-def first_learned(matrix: Matrix) -> list[int]:
-    rows, cols = _shape(matrix)
-    return [0] if cols == 1 and rows != 1 else list(range(cols))
+def first_learned(matrix: Matrix, evaluated_after: Evaluated = None) -> list[int]:
+    """l_j: the experience that first learns each view."""
+    _, experiences, cols = _layout(matrix, evaluated_after)
+    return [0] if cols == 1 and experiences != 1 else list(range(cols))
 
 
-def final_accuracy(matrix: Matrix, test_sizes: Sequence[int]) -> float:
-    _shape(matrix)
+def final_accuracy(
+    matrix: Matrix, test_sizes: Sequence[int], evaluated_after: Evaluated = None
+) -> float:
+    _layout(matrix, evaluated_after)
     last = matrix[-1]
     if len(test_sizes) != len(last):
         raise ValueError("test_sizes must have one entry per test view")
@@ -51,26 +78,34 @@ def final_accuracy(matrix: Matrix, test_sizes: Sequence[int]) -> float:
     return sum(a * n for a, n in zip(last, test_sizes, strict=True)) / total
 
 
-def _forgotten_views(matrix: Matrix) -> list[tuple[int, int]]:
+def _forgotten_views(matrix: Matrix, evaluated_after: Evaluated) -> list[tuple[int, int]]:
+    """(view j, first row evaluated at or after l_j) for the views with such a row before the
+    last one: with every experience evaluated, (j, l_j) for l_j < T-1."""
+    after, _, _ = _layout(matrix, evaluated_after)
     last = len(matrix) - 1
-    return [(j, lj) for j, lj in enumerate(first_learned(matrix)) if lj < last]
+    views = []
+    for j, lj in enumerate(first_learned(matrix, evaluated_after)):
+        first = next(r for r, experience in enumerate(after) if experience >= lj)
+        if first < last:
+            views.append((j, first))
+    return views
 
 
-def average_forgetting(matrix: Matrix) -> float:
-    views = _forgotten_views(matrix)
+def average_forgetting(matrix: Matrix, evaluated_after: Evaluated = None) -> float:
+    views = _forgotten_views(matrix, evaluated_after)
     if not views:
         return 0.0
     last = len(matrix) - 1
-    drops = [max(matrix[i][j] for i in range(lj, last)) - matrix[last][j] for j, lj in views]
+    drops = [max(matrix[r][j] for r in range(first, last)) - matrix[last][j] for j, first in views]
     return sum(drops) / len(drops)
 
 
-def backward_transfer(matrix: Matrix) -> float:
-    views = _forgotten_views(matrix)
+def backward_transfer(matrix: Matrix, evaluated_after: Evaluated = None) -> float:
+    views = _forgotten_views(matrix, evaluated_after)
     if not views:
         return 0.0
     last = len(matrix) - 1
-    return sum(matrix[last][j] - matrix[lj][j] for j, lj in views) / len(views)
+    return sum(matrix[last][j] - matrix[first][j] for j, first in views) / len(views)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -82,17 +117,21 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def accuracy_so_far(matrix: Matrix, test_sizes: Sequence[int]) -> list[float]:
-    """Accuracy after each experience on the test views learned so far (weighted by size).
+def accuracy_so_far(
+    matrix: Matrix, test_sizes: Sequence[int], evaluated_after: Evaluated = None
+) -> list[float]:
+    """Accuracy after each evaluated experience on the test views learned so far (weighted by
+    size).
 
-    The curve a comparison plot draws; its last point is the final accuracy.
+    The curve a comparison plot draws (at `evaluated_rows`); its last point is the final accuracy.
     """
-    learned = first_learned(matrix)
+    after = evaluated_rows(matrix, evaluated_after)
+    learned = first_learned(matrix, evaluated_after)
     if len(test_sizes) != len(learned):
         raise ValueError("test_sizes must have one entry per test view")
     curve = []
-    for i, row in enumerate(matrix):
-        seen = [j for j, lj in enumerate(learned) if lj <= i]
+    for experience, row in zip(after, matrix, strict=True):
+        seen = [j for j, lj in enumerate(learned) if lj <= experience]
         total = sum(test_sizes[j] for j in seen)
         curve.append(sum(row[j] * test_sizes[j] for j in seen) / total)
     return curve

@@ -22,22 +22,44 @@ from cycl_bench.evaluation.results import Results  # noqa: E402
 DPI = 100
 CURVES_SIZE = (8.0, 5.0)
 SCHEDULE_SIZE = (8.0, 3.5)
+ANNOTATED_CELLS = 40
+"""Matrices up to this many rows and columns get a number in every cell; longer ones (a long
+stream evaluated after every experience) keep the size of one this long, without numbers."""
 
 
 def matrix_figure_size(n_rows: int, n_cols: int) -> tuple[float, float]:
     """Inches: room for a readable annotation per cell, a colour bar and the axis labels."""
+    n_rows, n_cols = min(n_rows, ANNOTATED_CELLS), min(n_cols, ANNOTATED_CELLS)
     return (max(5.0, 0.6 * n_cols + 3.0), max(3.5, 0.45 * n_rows + 2.0))
 
 
+def _every_nth(count: int, most: int = ANNOTATED_CELLS) -> range:
+    """Tick positions: all of them up to `most`, else evenly thinned to about `most`."""
+    return range(0, count, -(-count // most))
+
+
+VARIANT_MARK = "*"
+UNTUNED_MARK = "~"
+
+
+def parameter_deviations(results: Results) -> list[str]:
+    """The parameters by which a configuration departs from its strategy's paper (a variant)."""
+    return [item for item in results.method.deviations if "(paper:" in item]
+
+
 def method_label(results: Results, differing: set[str] = frozenset()) -> str:
-    """The strategy name, plus backbone and bit widths when they tell results apart."""
+    """The strategy entry's name (`cwr_star_rn`, `hq_cwr_star_8`), plus backbone and bit widths
+    when they tell results apart; a variant of a published method is marked VARIANT_MARK,
+    parameters no source fixes for the scenario UNTUNED_MARK (the table's notes say which)."""
     method = results.method
-    parts = [method.strategy]
+    parts = [str(results.config.get("strategy_entry") or method.strategy)]
     if "backbone" in differing:
         parts.append(method.backbone)
     if "bits" in differing:
         parts.append(f"W{method.weight_bits}A{method.activation_bits}G{method.gradient_bits}")
-    return " ".join(parts)
+    marks = VARIANT_MARK * bool(parameter_deviations(results))
+    marks += UNTUNED_MARK * bool(method.untuned)
+    return " ".join(parts) + (f" {marks}" if marks else "")
 
 
 def method_labels(results_list: Sequence[Results]) -> list[str]:
@@ -72,17 +94,21 @@ def plot_accuracy_matrix(results: Results, path: str | Path) -> Path:
     """Heatmap of the accuracy matrix, mean over seeds, in percent."""
     mean = np.mean([np.asarray(s.accuracy_matrix) for s in results.per_seed], axis=0) * 100
     n_rows, n_cols = mean.shape
+    first = results.per_seed[0]
+    after = metrics.evaluated_rows(first.accuracy_matrix, first.evaluated_after)
     figure, axes = plt.subplots(figsize=matrix_figure_size(n_rows, n_cols), layout="constrained")
     image = axes.imshow(mean, vmin=0, vmax=100, cmap="viridis", aspect="auto")
     figure.colorbar(image, ax=axes, label="accuracy (%)")
     font_size = 9 if max(n_rows, n_cols) <= 10 else 6
-    for i in range(n_rows):
+    annotated = max(n_rows, n_cols) <= ANNOTATED_CELLS
+    for i in range(n_rows if annotated else 0):
         for j in range(n_cols):
             colour = "black" if mean[i, j] > 60 else "white"
             text = f"{mean[i, j]:.1f}"
             axes.text(j, i, text, ha="center", va="center", color=colour, fontsize=font_size)
-    axes.set_xticks(range(n_cols))
-    axes.set_yticks(range(n_rows))
+    axes.set_xticks(_every_nth(n_cols))
+    rows = _every_nth(n_rows)
+    axes.set_yticks(rows, [str(after[i]) for i in rows])  # the experience each row follows
     axes.set_xlabel("test view j")
     axes.set_ylabel("trained up to experience i")
     seeds = len(results.per_seed)
@@ -94,15 +120,21 @@ def plot_accuracy_matrix(results: Results, path: str | Path) -> Path:
     return _save(figure, path)
 
 
-def _curve_mean_std(results: Results) -> tuple[np.ndarray, np.ndarray]:
+def _curve_mean_std(results: Results) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The experiences evaluated (those of the first seed: a run evaluates every seed after the
+    same ones), and the mean and std over seeds of the accuracy so far after each."""
     curves = np.array(
         [
-            metrics.accuracy_so_far(s.accuracy_matrix, results.benchmark.test_sizes)
+            metrics.accuracy_so_far(
+                s.accuracy_matrix, results.benchmark.test_sizes, s.evaluated_after
+            )
             for s in results.per_seed
         ]
     )
+    first = results.per_seed[0]
+    steps = np.array(metrics.evaluated_rows(first.accuracy_matrix, first.evaluated_after))
     std = curves.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(curves.shape[1])
-    return curves.mean(axis=0) * 100, std * 100
+    return steps, curves.mean(axis=0) * 100, std * 100
 
 
 def plot_accuracy_curves(results_list: Sequence[Results], path: str | Path) -> Path:
@@ -113,12 +145,12 @@ def plot_accuracy_curves(results_list: Sequence[Results], path: str | Path) -> P
     figure, axes = plt.subplots(figsize=CURVES_SIZE, layout="constrained")
     longest = 0
     for results, label in zip(results_list, method_labels(results_list), strict=True):
-        mean, std = _curve_mean_std(results)
-        steps = np.arange(len(mean))
-        longest = max(longest, len(mean))
+        steps, mean, std = _curve_mean_std(results)
+        longest = max(longest, int(steps[-1]) + 1)
         (line,) = axes.plot(steps, mean, marker="o", markersize=4, label=label)
         axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    axes.set_xticks(range(longest))
+    if longest <= 20:
+        axes.set_xticks(range(longest))  # else matplotlib's own ticks (long streams)
     axes.set_ylim(0, 100)
     axes.set_xlabel("after training experience")
     axes.set_ylabel("accuracy on views seen so far (%)")

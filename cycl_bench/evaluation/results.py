@@ -15,7 +15,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from cycl_bench.errors import UserError
 from cycl_bench.evaluation import metrics
@@ -52,7 +60,8 @@ class _Model(BaseModel):
 
 class BenchmarkInfo(_Model):
     name: str
-    scenario: Literal["ni", "nc"]
+    # ni: new instances, nc: new classes, nic: new instances and classes (CORe50 NICv2)
+    scenario: Literal["ni", "nc", "nic"]
     data_source: DataSource
     protocol_hash: str
     protocol: dict[str, JsonValue] = Field(default_factory=dict)
@@ -84,6 +93,8 @@ class MethodInfo(_Model):
     # from it (empty: the published algorithm); absent in files written before they were kept
     paper: str = ""
     deviations: list[str] = Field(default_factory=list)
+    # its own parameters that no published source fixes for this scenario (the experiment says)
+    untuned: list[str] = Field(default_factory=list)
     backbone: str
     weight_bits: int = Field(ge=1, le=32)
     activation_bits: int = Field(ge=1, le=32)
@@ -95,10 +106,20 @@ class ExperienceCost(_Model):
     train_time_s: float = Field(ge=0, le=MAX_TRAIN_TIME_S)
     peak_memory_mb: float = Field(ge=0, le=MAX_PEAK_MEMORY_MB)
     train_bitops: float = Field(ge=0, le=MAX_TRAIN_BITOPS)
+    # seconds the evaluation after this experience took (the test views at the deployed
+    # precision); absent where the experience was not evaluated, and in older files
+    eval_time_s: float | None = Field(
+        default=None, ge=0, le=MAX_TRAIN_TIME_S, exclude_if=lambda value: value is None
+    )
 
 
 class SeedResult(_Model):
     seed: int = Field(ge=0, le=MAX_SEED)
+    # the experience each row of the accuracy matrix follows, when not every experience was
+    # evaluated (`eval_every`); absent: row i follows experience i
+    evaluated_after: list[int] | None = Field(
+        default=None, min_length=1, exclude_if=lambda value: value is None
+    )
     accuracy_matrix: list[list[float]]
     final_accuracy: float = Field(ge=0, le=1)
     average_forgetting: float = Field(ge=-1, le=1)
@@ -122,8 +143,8 @@ class SeedResult(_Model):
 
     @field_validator("accuracy_matrix")
     @classmethod
-    def _matrix(cls, matrix: list[list[float]]) -> list[list[float]]:
-        metrics.first_learned(matrix)  # checks the shape
+    def _matrix(cls, matrix: list[list[float]], info: ValidationInfo) -> list[list[float]]:
+        metrics.first_learned(matrix, info.data.get("evaluated_after"))  # checks the shape
         for row in matrix:
             for value in row:
                 if not (math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -161,12 +182,15 @@ class Results(_Model):
         return summary
 
 
-def seed_metrics(matrix: list[list[float]], test_sizes: list[int]) -> dict[str, float]:
-    """The matrix-derived per-seed numbers, as the runner writes and the validator recomputes."""
+def seed_metrics(
+    matrix: list[list[float]], test_sizes: list[int], evaluated_after: list[int] | None = None
+) -> dict[str, float]:
+    """The matrix-derived per-seed numbers, as the runner writes and the validator recomputes
+    (`evaluated_after`: the experience each row follows, None for every experience)."""
     return {
-        "final_accuracy": metrics.final_accuracy(matrix, test_sizes),
-        "average_forgetting": metrics.average_forgetting(matrix),
-        "bwt": metrics.backward_transfer(matrix),
+        "final_accuracy": metrics.final_accuracy(matrix, test_sizes, evaluated_after),
+        "average_forgetting": metrics.average_forgetting(matrix, evaluated_after),
+        "bwt": metrics.backward_transfer(matrix, evaluated_after),
     }
 
 
@@ -176,14 +200,22 @@ def derived_mismatches(results: Results, tolerance: float = 1e-6) -> list[tuple[
     n_views = len(results.benchmark.test_sizes)
     for index, seed in enumerate(results.per_seed):
         path = f"per_seed[{index}]"
-        matrix = seed.accuracy_matrix
-        if len(matrix) != results.benchmark.n_experiences:
+        matrix, after = seed.accuracy_matrix, seed.evaluated_after
+        if after != results.per_seed[0].evaluated_after:
+            reason = "differs from per_seed[0]; a run evaluates its seeds after the same ones"
+            problems.append((f"{path}.evaluated_after", reason))
+            continue
+        if after is None and len(matrix) != results.benchmark.n_experiences:
             problems.append((f"{path}.accuracy_matrix", "rows differ from benchmark.n_experiences"))
+            continue
+        if after is not None and after[-1] != results.benchmark.n_experiences - 1:
+            reason = "the last row must follow the last experience (benchmark.n_experiences - 1)"
+            problems.append((f"{path}.evaluated_after", reason))
             continue
         if len(matrix[0]) != n_views:
             problems.append((f"{path}.accuracy_matrix", "columns differ from test_sizes"))
             continue
-        for key, value in seed_metrics(matrix, results.benchmark.test_sizes).items():
+        for key, value in seed_metrics(matrix, results.benchmark.test_sizes, after).items():
             stored = getattr(seed, key)
             if abs(stored - value) > tolerance:
                 problems.append((f"{path}.{key}", f"stored {stored!r}, the matrix gives {value!r}"))

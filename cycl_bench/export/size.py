@@ -1,10 +1,13 @@
-"""The deployed size of a model: its weights at the bits they compute with, against FP32.
+"""The deployed size of a model, against FP32: a report of what
+`cycl_bench.quant.precision.deployed_tensors` lists (the one definition of what a deployed model
+stores, which `model_size_bytes`, the figure every results file records, sums up).
 
-`packed_bytes` is `model_size_bytes` (the figure every results file records): each Conv2d/Linear
-weight at its layer's weight bits, so 1-bit weights bit-packed (8 per byte, per tensor rounded
-up to a whole byte) and the 8-bit stem, projections and head at 8 bits; every other parameter
-and the BatchNorm running statistics as float32. `fp32_bytes` prices the same numbers at 32
-bits. Parameters are counted by the bits their deployed form takes: 1 (binary weights), 8, 32.
+`packed_bytes` is `model_size_bytes`: each Conv2d/Linear weight at the bits its layer computes
+with (1-bit weights bit-packed, 8 per byte, per tensor rounded up to a whole byte; the 8-bit stem,
+projections and head at 8 bits), their per-channel weight scales, every other parameter and the
+BatchNorm running statistics as float32. `fp32_bytes` prices the same numbers at 32 bits.
+`numbers_by_bits` counts the stored numbers by the bits their deployed form takes (1, 8, 32);
+`bytes_by_kind` splits `packed_bytes` by what is stored.
 """
 
 from __future__ import annotations
@@ -13,24 +16,33 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cycl_bench.quant.precision import FLOAT_BITS, layer_precision, model_size_bytes
+from cycl_bench.quant.precision import FLOAT_BITS, deployed_tensors, model_size_bytes
 
-FLOAT_BYTES = 4
+FLOAT_BYTES = FLOAT_BITS // 8
+# how the report orders what is stored besides the weights (which come first, by their bits)
+OTHER_KINDS = (
+    "weight scales",
+    "weight ranges",
+    "input ranges",
+    "parameters",
+    "running statistics",
+)
 
 
 @dataclass(frozen=True)
 class DeployedSize:
     packed_bytes: int
     fp32_bytes: int
-    parameters_by_bits: dict[int, int]
+    numbers_by_bits: dict[int, int]
+    bytes_by_kind: dict[str, int]
 
     @property
-    def binary_parameters(self) -> int:
-        return self.parameters_by_bits.get(1, 0)
+    def binary_numbers(self) -> int:
+        return self.numbers_by_bits.get(1, 0)
 
     @property
-    def higher_precision_parameters(self) -> int:
-        return sum(n for bits, n in self.parameters_by_bits.items() if bits > 1)
+    def higher_precision_numbers(self) -> int:
+        return sum(n for bits, n in self.numbers_by_bits.items() if bits > 1)
 
     @property
     def compression(self) -> float:
@@ -38,23 +50,20 @@ class DeployedSize:
 
 
 def deployed_size(model: nn.Module) -> DeployedSize:
+    def order(tensor):
+        if tensor.kind in OTHER_KINDS:
+            return 1, OTHER_KINDS.index(tensor.kind)
+        return 0, tensor.bits
+
+    tensors = sorted(deployed_tensors(model), key=order)
     by_bits: dict[int, int] = {}
-    counted: set[int] = set()
-    running_statistics = 0
-    for module in model.modules():
-        precision = layer_precision(module)
-        if precision is not None and module.weight is not None:
-            bits = precision.weight_bits
-            by_bits[bits] = by_bits.get(bits, 0) + module.weight.numel()
-            counted.add(id(module.weight))
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-            running_statistics += module.running_mean.numel() + module.running_var.numel()
-    for parameter in model.parameters():
-        if id(parameter) not in counted:
-            by_bits[FLOAT_BITS] = by_bits.get(FLOAT_BITS, 0) + parameter.numel()
-    total_parameters = sum(by_bits.values())
+    by_kind: dict[str, int] = {}
+    for tensor in tensors:
+        by_bits[tensor.bits] = by_bits.get(tensor.bits, 0) + tensor.count
+        by_kind[tensor.kind] = by_kind.get(tensor.kind, 0) + tensor.bytes
     return DeployedSize(
-        packed_bytes=model_size_bytes(model),
-        fp32_bytes=(total_parameters + running_statistics) * FLOAT_BYTES,
-        parameters_by_bits=dict(sorted(by_bits.items())),
+        packed_bytes=model_size_bytes(model),  # the sum of the same tensors' bytes
+        fp32_bytes=sum(tensor.count for tensor in tensors) * FLOAT_BYTES,
+        numbers_by_bits=dict(sorted(by_bits.items())),
+        bytes_by_kind=by_kind,
     )

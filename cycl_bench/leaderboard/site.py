@@ -86,8 +86,16 @@ def _entry_charts(submission: ReproducedSubmission) -> dict[str, str]:
     mean_matrix = [
         [sum(m[i][j] for m in matrices) / len(matrices) for j in range(cols)] for i in range(rows)
     ]
-    curves = [metrics.accuracy_so_far(m, results.benchmark.test_sizes) for m in matrices]
-    return {"heatmap": svg.heatmap(mean_matrix), "curve": svg.accuracy_curve(curves)}
+    first = results.per_seed[0]  # a run evaluates every seed after the same experiences
+    experiences = [e + 1 for e in metrics.evaluated_rows(matrices[0], first.evaluated_after)]
+    curves = [
+        metrics.accuracy_so_far(s.accuracy_matrix, results.benchmark.test_sizes, s.evaluated_after)
+        for s in results.per_seed
+    ]
+    return {
+        "heatmap": svg.heatmap(mean_matrix, experiences),
+        "curve": svg.accuracy_curve(curves, experiences),
+    }
 
 
 def check_output_folder(out: Path) -> None:

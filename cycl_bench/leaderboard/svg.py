@@ -33,9 +33,11 @@ def _text(x: float, y: float, text: str, anchor: str = "middle", extra: str = ""
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" {extra}>{escape(text)}</text>'
 
 
-def heatmap(matrix: list[list[float]]) -> Markup:
-    """A[i][j] as a grid: row i = after training experience i, column j = test view j."""
+def heatmap(matrix: list[list[float]], experiences: list[int] | None = None) -> Markup:
+    """A[i][j] as a grid: row i = after training experience i, column j = test view j;
+    `experiences`: the experience (1-based) each row follows when not every one was evaluated."""
     rows, cols = len(matrix), len(matrix[0])
+    experiences = experiences or list(range(1, rows + 1))
     cell = max(22, min(48, 420 // max(rows, cols)))
     left, top = 70, 40
     width, height = left + cols * cell + 10, top + rows * cell + 10
@@ -47,14 +49,14 @@ def heatmap(matrix: list[list[float]]) -> Markup:
     ]
     for j in range(cols):
         body.append(_text(left + (j + 0.5) * cell, top - 8, str(j + 1)))
-    for i, row in enumerate(matrix):
+    for i, (row, experience) in enumerate(zip(matrix, experiences, strict=True)):
         y = top + i * cell
-        body.append(_text(left - 8, y + cell / 2 + 4, str(i + 1), anchor="end"))
+        body.append(_text(left - 8, y + cell / 2 + 4, str(experience), anchor="end"))
         for j, value in enumerate(row):
             x = left + j * cell
             body.append(
                 f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{_colour(value)}">'
-                f"<title>after experience {i + 1}, test view {j + 1}: "
+                f"<title>after experience {experience}, test view {j + 1}: "
                 f"{value * 100:.2f}%</title></rect>"
             )
             if cell >= 30:
@@ -119,24 +121,28 @@ def _percent_ticks(step: int = 20) -> list[tuple[float, str]]:
     return [(v / 100, f"{v}%") for v in range(0, 101, step)]
 
 
-def accuracy_curve(curves: list[list[float]]) -> Markup:
-    """Accuracy on the test views learned so far, after each experience: one thin line per
-    seed and their mean in bold."""
+def accuracy_curve(curves: list[list[float]], experiences: list[int] | None = None) -> Markup:
+    """Accuracy on the test views learned so far, after each experience (`experiences`, 1-based,
+    when not every one was evaluated): one thin line per seed and their mean in bold."""
     steps = len(curves[0])
-    axes = _Axes((1, steps), (0.0, 1.0))
-    ticks = [(i, str(i)) for i in range(1, steps + 1)]
+    experiences = experiences or list(range(1, steps + 1))
+    axes = _Axes((experiences[0], experiences[-1]), (0.0, 1.0))
+    shown = experiences[:: -(-steps // 20)]  # about 20 labels at most
+    ticks = [(e, str(e)) for e in shown]
     body = axes.frame("after training experience", "accuracy so far", ticks, _percent_ticks())
     mean = [sum(c[i] for c in curves) / len(curves) for i in range(steps)]
     for curve, style in [(c, 'stroke="#9ecae1" stroke-width="1"') for c in curves] + [
         (mean, 'stroke="#08519c" stroke-width="2.5"')
     ]:
-        points = " ".join(f"{axes.x(i + 1):.1f},{axes.y(v):.1f}" for i, v in enumerate(curve))
+        points = " ".join(
+            f"{axes.x(e):.1f},{axes.y(v):.1f}" for e, v in zip(experiences, curve, strict=True)
+        )
         body.append(f'<polyline points="{points}" fill="none" {style}/>')
-    for i, value in enumerate(mean):
+    for experience, value in zip(experiences, mean, strict=True):
         body.append(
-            f'<circle cx="{axes.x(i + 1):.1f}" cy="{axes.y(value):.1f}" r="3" fill="#08519c">'
-            f"<title>experience {i + 1}: {value * 100:.2f}% (mean of {len(curves)} seeds)</title>"
-            "</circle>"
+            f'<circle cx="{axes.x(experience):.1f}" cy="{axes.y(value):.1f}" r="3" '
+            f'fill="#08519c"><title>experience {experience}: {value * 100:.2f}% '
+            f"(mean of {len(curves)} seeds)</title></circle>"
         )
     return _svg(axes.width, axes.height, body, "accuracy after each training experience")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from cycl_bench.leaderboard.submission import (
     ClaimedSubmission,
@@ -39,6 +39,8 @@ class Row:
     runs: int | None
     same_protocol: bool
     source_url: str | None
+    deviations: list[str] = field(default_factory=list)
+    """how a reproduced entry's parameters depart from its strategy's paper (a variant)"""
 
 
 def row_of(submission: Submission) -> Row:
@@ -65,6 +67,7 @@ def row_of(submission: Submission) -> Row:
             runs=len(results.per_seed),
             same_protocol=True,
             source_url=entry.paper_url or entry.code_url,
+            deviations=[item for item in method.deviations if "(paper:" in item],
         )
     assert isinstance(submission, ClaimedSubmission)
     numbers = submission.numbers
@@ -108,7 +111,8 @@ def to_csv(rows: list[Row]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _spreadsheet_safe(v) for k, v in asdict(row).items()})
+        flat = {k: "; ".join(v) if isinstance(v, list) else v for k, v in asdict(row).items()}
+        writer.writerow({k: _spreadsheet_safe(v) for k, v in flat.items()})
     return buffer.getvalue()
 
 

@@ -6,10 +6,17 @@ Accuracies, forgetting and BWT are shown in percent (the results file stores fra
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from cycl_bench.evaluation import metrics
-from cycl_bench.evaluation.plots import method_labels
+from cycl_bench.evaluation.plots import (
+    UNTUNED_MARK,
+    VARIANT_MARK,
+    method_labels,
+    parameter_deviations,
+)
 from cycl_bench.evaluation.results import Results, SeedResult, Stat
 
 # (header, summary key, scale, decimals)
@@ -77,6 +84,17 @@ def _notes(results_list: Sequence[Results]) -> list[str]:
         notes.append(FAST_NOTE)
     if len({r.benchmark.protocol_hash for r in results_list}) > 1:
         notes.append("protocols differ: these results were not measured on the same stream")
+    labels = method_labels(results_list)
+    for results, label in zip(results_list, labels, strict=True):
+        if changed := parameter_deviations(results):
+            name = label.rstrip(f" {VARIANT_MARK}{UNTUNED_MARK}")
+            paper = results.method.strategy
+            notes.append(f"{VARIANT_MARK} {name}: a variant of {paper}: {', '.join(changed)}")
+    for results, label in zip(results_list, labels, strict=True):
+        if results.method.untuned:
+            name = label.rstrip(f" {VARIANT_MARK}{UNTUNED_MARK}")
+            untuned = ", ".join(results.method.untuned)
+            notes.append(f"{UNTUNED_MARK} {name}: {untuned} untuned (no published value here)")
     return notes
 
 
@@ -105,9 +123,11 @@ def _seed_row(seed: SeedResult) -> list[str]:
     return cells
 
 
-def _percent_matrix(matrix: Sequence[Sequence[float]]) -> str:
+def _percent_matrix(matrix: Sequence[Sequence[float]], after: Sequence[int]) -> str:
     headers = ["after exp", *(f"view {j}" for j in range(len(matrix[0])))]
-    rows = [[str(i), *(f"{100 * a:.1f}" for a in row)] for i, row in enumerate(matrix)]
+    rows = [
+        [str(i), *(f"{100 * a:.1f}" for a in row)] for i, row in zip(after, matrix, strict=True)
+    ]
     return render_table(headers, rows)
 
 
@@ -131,7 +151,9 @@ def _pretraining(results: Results) -> str:
     return ", ".join(parts)
 
 
-def describe_results(results: Results, *, max_matrix_views: int = 12) -> str:
+def describe_results(
+    results: Results, *, max_matrix_views: int = 12, max_matrix_rows: int = 60
+) -> str:
     """One results file, readably (the `show` command)."""
     bench, method = results.benchmark, results.method
     seeds = len(results.per_seed)
@@ -168,7 +190,7 @@ def describe_results(results: Results, *, max_matrix_views: int = 12) -> str:
     lines += _field_lines(fields)
     lines += ["", f"per seed ({seeds}), mean +- sample std:"]
     lines.append(render_table(headers, [*seed_rows, summary_row]))
-    lines += ["", _matrix_section(results, max_matrix_views)]
+    lines += ["", _matrix_section(results, max_matrix_views, max_matrix_rows)]
     return "\n".join(lines)
 
 
@@ -176,17 +198,68 @@ def _synthetic(results: Results) -> bool:
     return results.benchmark.data_source == "synthetic"
 
 
-def _matrix_section(results: Results, max_views: int) -> str:
+def _matrix_section(results: Results, max_views: int, max_rows: int) -> str:
     matrices = [seed.accuracy_matrix for seed in results.per_seed]
-    n_views = len(matrices[0][0])
+    n_rows, n_views = len(matrices[0]), len(matrices[0][0])
     if n_views > max_views:
-        return f"accuracy matrix: {len(matrices[0])}x{n_views}, too wide to print (see the plot)"
+        return f"accuracy matrix: {n_rows}x{n_views}, too wide to print (see the plot)"
+    if n_rows > max_rows:
+        return f"accuracy matrix: {n_rows}x{n_views}, too long to print (see the plot)"
+    first = results.per_seed[0].evaluated_after
+    if any(seed.evaluated_after != first for seed in results.per_seed):
+        return "accuracy matrix: the seeds were evaluated after different experiences (see each)"
+    after = metrics.evaluated_rows(matrices[0], first)
     mean = [
         [sum(m[i][j] for m in matrices) / len(matrices) for j in range(n_views)]
-        for i in range(len(matrices[0]))
+        for i in range(n_rows)
     ]
     title = "accuracy matrix % (row: after training experience i, column: test view j"
     title += f", mean of {len(matrices)} seeds)" if len(matrices) > 1 else ")"
-    curve = metrics.accuracy_so_far(mean, results.benchmark.test_sizes)
+    curve = metrics.accuracy_so_far(mean, results.benchmark.test_sizes, after)
     trail = "accuracy on views seen so far %: " + ", ".join(f"{100 * a:.1f}" for a in curve)
-    return "\n".join([title, _percent_matrix(mean), "", trail])
+    return "\n".join([title, _percent_matrix(mean, after), "", trail])
+
+
+PROGRESS_FROM_EXPERIENCES = 20
+"""Streams at least this long show where each cell is (CORe50 NICv2); shorter ones stay quiet."""
+
+
+class ExperienceProgress:
+    """`run_strategy`'s `on_experience` hook that says where a cell is on a long stream:
+    `cwr_star seed 0: experience 40/391, accuracy 23.4%` (the accuracy on the test views seen so
+    far at the last evaluation). On a terminal one line is rewritten after every experience;
+    elsewhere (a log, a Ray worker) a line is printed at every tenth of the stream. Streams
+    shorter than `PROGRESS_FROM_EXPERIENCES` print nothing: the cell's final line is enough."""
+
+    def __init__(self, label: str, stream, *, out: TextIO | None = None) -> None:
+        self.label = label
+        self.total = stream.n_experiences
+        self.test_sizes = stream.test_sizes
+        self.out = out or sys.stdout
+        self.active = self.total >= PROGRESS_FROM_EXPERIENCES
+        self.live = self.active and self.out.isatty()
+        self.every = max(1, round(self.total / 10))
+        self.accuracy: float | None = None
+
+    def __call__(self, index: int, info: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        row = info.get("accuracy_row")
+        if row is not None:
+            self.accuracy = self._seen_so_far(index, row)
+        done = index + 1
+        text = f"{self.label}: experience {done}/{self.total}"
+        if self.accuracy is not None:
+            text += f", accuracy {100 * self.accuracy:.1f}%"
+        if self.live:
+            end = "\n" if done == self.total else ""
+            self.out.write(f"\r{text}\033[K{end}")
+            self.out.flush()
+        elif done % self.every == 0 or done == self.total:
+            print(text, file=self.out, flush=True)
+
+    def _seen_so_far(self, index: int, row: Sequence[float]) -> float:
+        """Accuracy on the views learned by experience `index` (all of a shared test set)."""
+        seen = range(len(row)) if len(row) == 1 else range(index + 1)
+        total = sum(self.test_sizes[j] for j in seen)
+        return sum(row[j] * self.test_sizes[j] for j in seen) / total

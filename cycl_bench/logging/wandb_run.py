@@ -244,10 +244,12 @@ def offline_sync_hint(out_dir: str | Path) -> str | None:
 
 
 def experience_logger(session: WandbSession, test_sizes: list[int]):
-    """`run_strategy`'s `on_experience` hook: an experience's accuracies and costs to W&B."""
+    """`run_strategy`'s `on_experience` hook: an experience's accuracies (when it was evaluated)
+    and costs to W&B."""
 
     def log(index: int, info: dict[str, Any]) -> None:
-        metrics = experience_accuracies(index, info["accuracy_row"], test_sizes)
+        row = info.get("accuracy_row")
+        metrics = {} if row is None else experience_accuracies(index, row, test_sizes)
         metrics.update(
             {
                 f"experience/{key}": float(value)

@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from cycl_bench.errors import UserError
 from cycl_bench.params import Params, check
 from cycl_bench.quant.layers import BinaryConv2d, fixed_quant_conv2d, fixed_quant_linear
 from cycl_bench.quant.quantizers import PRECISION_MODES, check_precision_mode
@@ -138,6 +139,10 @@ class ResidualUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(self.threshold(x))) + self.shortcut(x))
 
+    def reads_sign_only(self) -> bool:
+        """No: the real-valued shortcut adds the input's value."""
+        return False
+
 
 def stem_stride(image_size: int, resolution: int = CIFAR_RESOLUTION) -> int:
     """Stride of the stem: 2 for inputs of twice `resolution` or more, else 1."""
@@ -180,17 +185,84 @@ class Stem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.act(self.bn(self.conv(x))))
 
+    def reads_sign_only(self) -> bool:
+        """No: the first convolution reads the image at 8 bits (or in float)."""
+        return False
+
+
+@dataclass(frozen=True)
+class LatentSplit:
+    """A backbone cut at a latent layer: `features(x) == backbone.pooled(upper(lower(x)))`.
+
+    `lower` holds the stages before the latent layer, `upper` the stages from it on; both are
+    views of the backbone's own modules (nothing is copied or renamed: the state dict is the
+    backbone's). `binary_input`: the first upper stage reads only the sign of its input, so a
+    latent activation can be stored as its sign, one bit per value, without changing anything
+    the upper part computes.
+    """
+
+    index: int
+    lower: nn.Sequential
+    upper: nn.Sequential
+    binary_input: bool
+
 
 class Backbone(nn.Module):
-    """Contract: `features(x) -> (N, D)`, a bias-free `classifier`, forward = both."""
+    """Contract: `features(x) -> (N, D)`, a bias-free `classifier`, forward = both.
+
+    `feature_stages()` lists what `features` applies in order before pooling (the stem, then
+    each residual unit, VGG unit or ReAct block), and `split(k)` cuts the backbone in front of
+    stage k (the latent layer of latent replay).
+    """
 
     classifier: nn.Linear
+    pool: nn.Module
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+    def feature_stages(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding of the last stage's output: global pooling, flattened to (N, D)."""
+        return self.pool(x).flatten(1)
+
+    def split(self, latent_layer: int) -> LatentSplit:
+        """Cut in front of stage `latent_layer` (1 .. stages-1; negative counts from the end:
+        -1 = the last stage alone is upper). A UserError names the valid range."""
+        stages = self.feature_stages()
+        count = len(stages)
+        index = latent_layer + count if latent_layer < 0 else latent_layer
+        if isinstance(latent_layer, bool) or not 1 <= index < count:
+            raise UserError(
+                f"latent_layer={latent_layer!r} is not a stage boundary of this backbone: it has "
+                f"{count} stages (the stem, then {count - 1} units); use 1 to {count - 1} or "
+                f"-1 to -{count - 1}"
+            )
+        return LatentSplit(
+            index=index,
+            lower=nn.Sequential(*stages[:index]),
+            upper=nn.Sequential(*stages[index:]),
+            binary_input=reads_sign_only(stages[index]),
+        )
+
+
+def reads_sign_only(stage: nn.Module) -> bool:
+    """Whether a stage's output depends on its input only through the input's sign (the
+    stage says so with a `reads_sign_only()` method; a stage that does not say, does not)."""
+    reader = getattr(stage, "reads_sign_only", None)
+    return bool(reader()) if callable(reader) else False
+
+
+def reads_only_signs_at_one_bit(layer: nn.Module) -> bool:
+    """A binary convolution at 1-bit activations reads only the sign of its input (training
+    adds a per-sample scaling, which keeps the sign); at k > 1 bits its range tracking and
+    gradient see the values, and a float convolution reads them."""
+    return isinstance(layer, BinaryConv2d) and layer.bits[1] == 1
 
 
 def scaled_channels(channels: int, width: float) -> int:

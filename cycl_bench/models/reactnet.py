@@ -64,6 +64,10 @@ class ReActBlock(nn.Module):
         ]
         return self.act_1x1(torch.cat(halves, dim=1))
 
+    def reads_sign_only(self) -> bool:
+        """No: the 3x3 convolution's shortcut adds the input's value."""
+        return False
+
 
 # The network
 
@@ -89,6 +93,9 @@ class ReActNet(Backbone):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.blocks(self.stem(x))).flatten(1)
+
+    def feature_stages(self) -> list[nn.Module]:
+        return [self.stem, *self.blocks]
 
 
 # Registered constructors

@@ -69,6 +69,10 @@ class ResNet(Backbone):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.stages(self.stem(x))).flatten(1)
 
+    def feature_stages(self) -> list[nn.Module]:
+        """The stem, then each residual unit (two per BasicBlock)."""
+        return [self.stem, *(unit for block in self.stages for unit in block)]
+
 
 # Registered constructors
 

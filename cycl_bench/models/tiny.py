@@ -55,6 +55,9 @@ class TinyNet(Backbone):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.body(self.stem(x))).flatten(1)
 
+    def feature_stages(self) -> list[nn.Module]:
+        return [self.stem, *self.body]
+
 
 register_backbone(
     "tiny_bnn",

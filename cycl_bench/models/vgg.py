@@ -14,6 +14,7 @@ from cycl_bench.models.common import (
     Backbone,
     LayerKit,
     Stem,
+    reads_only_signs_at_one_bit,
     register_backbone,
     scaled_channels,
 )
@@ -33,6 +34,11 @@ class VggUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.pool(self.conv(x))))
+
+    def reads_sign_only(self) -> bool:
+        """Yes in the binary network at 1-bit activations: the convolution alone reads the
+        input, and it takes its sign."""
+        return reads_only_signs_at_one_bit(self.conv)
 
 
 # The network
@@ -57,6 +63,9 @@ class VggSmall(Backbone):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.body(self.stem(x))).flatten(1)
+
+    def feature_stages(self) -> list[nn.Module]:
+        return [self.stem, *self.body]
 
 
 # Registered constructors

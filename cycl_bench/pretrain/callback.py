@@ -2,7 +2,13 @@
 
 It also evaluates (validation and test) at the deployment precision and restores the training
 precision afterwards, records the bits really applied at each step (read back from the model),
-and keeps the running training cost, logged as `precision/*` and `cost/*` metrics.
+and keeps the running training cost, logged as `precision/*` and `cost/*` metrics, in two
+conventions over the same steps and the same FP32 reference:
+- the suite's (`train_bitops`): each layer at the bits it really multiplies (`layer_precision`):
+  in `cyclebnn` mode a binary convolution is 1 x 1 bits whatever the cycled k;
+- CPT's and CycleBNN's (`cpt_convention_bitops`): each binary layer at the scheduled k bits,
+  forward k x k, input and weight gradients k x b_g (`scheduled_precision`), as CPT's code logs
+  `(b^2 + 2 b b_g) / (3 * 32^2)` per iteration and CycleBNN's Table 1 prices cyclic training.
 
 Under DDP every process runs this callback: each sets the bits of the same global step (the
 schedule is a function of `trainer.global_step`, which all processes share), and each counts the
@@ -21,7 +27,12 @@ import pytorch_lightning as pl
 from cycl_bench.pretrain.config import PretrainConfig
 from cycl_bench.quant.bits import FLOAT_GRAD_BITS
 from cycl_bench.quant.cost import TrainingCost
-from cycl_bench.quant.precision import get_precision, set_precision, switchable_layers
+from cycl_bench.quant.precision import (
+    get_precision,
+    scheduled_precision,
+    set_precision,
+    switchable_layers,
+)
 from cycl_bench.quant.schedules import ConstantSchedule, CosineCycleSchedule, Schedule
 
 
@@ -64,6 +75,9 @@ class CyclicPrecision(pl.Callback):
         self.record_path = record_path
         self.schedule: Schedule | None = None
         self.cost: TrainingCost | None = None
+        """each layer at the bits it multiplies"""
+        self.cpt_cost: TrainingCost | None = None
+        """the CPT/CycleBNN convention: binary layers at the scheduled bits"""
         self.applied: list[tuple[int, int, int, int]] = []
         self._training_precision: tuple | None = None
 
@@ -80,11 +94,15 @@ class CyclicPrecision(pl.Callback):
         )
 
     def record(self) -> dict:
-        """The applied bits and the training cost, as the pretraining sidecar stores them."""
-        cost = self.cost
+        """The applied bits and the training cost in both conventions (one FP32 reference:
+        the same steps at 32 bits everywhere), as the pretraining sidecar stores them."""
+        cost, cpt = self.cost, self.cpt_cost
         return {
             "train_bitops": int(cost.total_bitops) if cost else 0,
             "fp32_bitops": int(cost.fp32_bitops) if cost else 0,
+            "bitops_reduction_vs_fp32": cost.reduction_vs_fp32 if cost else 0.0,
+            "cpt_convention_bitops": int(cpt.total_bitops) if cpt else 0,
+            "cpt_convention_reduction_vs_fp32": cpt.reduction_vs_fp32 if cpt else 0.0,
             "samples": cost.samples if cost else 0,
             "steps": len(self.applied),
             "applied_bits": [list(bits) for bits in self.applied],
@@ -94,6 +112,9 @@ class CyclicPrecision(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.schedule = self.make_schedule(max(int(trainer.estimated_stepping_batches), 1))
         self.cost = TrainingCost(pl_module.backbone, self.input_shape)
+        self.cpt_cost = TrainingCost(
+            pl_module.backbone, self.input_shape, precision_of=scheduled_precision
+        )
         self.applied = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
@@ -104,13 +125,17 @@ class CyclicPrecision(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # Lightning's DistributedSampler gives every process as many samples (padding with
         # repeats), cut into the same batches: the step trained world_size times this batch
-        self.cost.step(batch_size=len(batch[1]) * trainer.world_size)
+        samples = len(batch[1]) * trainer.world_size
+        self.cost.step(batch_size=samples)
+        self.cpt_cost.step(batch_size=samples)
         _, weight_bits, act_bits, _ = self.applied[-1]
         metrics = {
             "precision/weight_bits": float(weight_bits),
             "precision/act_bits": float(act_bits),
             "cost/train_bitops": float(self.cost.total_bitops),
             "cost/reduction_vs_fp32": self.cost.reduction_vs_fp32,
+            "cost/cpt_convention_bitops": float(self.cpt_cost.total_bitops),
+            "cost/cpt_convention_reduction_vs_fp32": self.cpt_cost.reduction_vs_fp32,
         }
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 

@@ -55,16 +55,28 @@ class PretrainResult:
     val_accuracy: float
     """Accuracy on the validation data at the deployment precision (eval_bits)."""
     train_bitops: int
+    """each layer at the bits it really multiplies (1 x 1 for a binary convolution in cyclebnn
+    mode whatever the cycled k)"""
     fp32_bitops: int
+    """the same steps at 32 bits everywhere: the reference of both conventions"""
     steps: int
     metrics_csv: Path
     schedule_png: Path | None
     cache_key: str
     backbone_kwargs: dict[str, Any]
+    cpt_convention_bitops: int | None = None
+    """CPT's and CycleBNN's convention: binary layers at the scheduled k bits, forward k x k,
+    gradients k x grad_bits (None for a cache entry written before it was recorded)"""
 
     @property
     def reduction_vs_fp32(self) -> float:
         return 1.0 - self.train_bitops / self.fp32_bitops if self.fp32_bitops else 0.0
+
+    @property
+    def cpt_convention_reduction_vs_fp32(self) -> float | None:
+        if self.cpt_convention_bitops is None:
+            return None
+        return 1.0 - self.cpt_convention_bitops / self.fp32_bitops if self.fp32_bitops else 0.0
 
 
 def pretrain(
@@ -141,6 +153,7 @@ def _publish(folder: Path, record: dict, out_dir: Path, *, from_cache: bool) -> 
         schedule_png=copies.get(SCHEDULE_PNG),
         cache_key=record["cache_key"],
         backbone_kwargs=record["key_inputs"]["backbone_kwargs"],
+        cpt_convention_bitops=record.get("cpt_convention_bitops"),
     )
 
 

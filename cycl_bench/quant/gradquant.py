@@ -60,6 +60,34 @@ def quantize_fixed_point(
     return levels.clamp_(-largest_level, largest_level) * scale
 
 
+def quantize_min_max(
+    x: torch.Tensor,
+    bits: int,
+    rounding: str = "nearest",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Round `x` onto the affine grid of `2**bits - 1` steps spanning its own [min, max]:
+    `min + n * (max - min) / (2**bits - 1)`, n = 0 .. 2**bits - 1 (the per-tensor uniform
+    quantizer of the hybrid-quantized CWR* authors' code). A constant tensor (an all-zero head
+    row set) is returned as it is. Not differentiable."""
+    check_grad_bits(bits)
+    if rounding not in ROUNDING_MODES:
+        raise UserError(
+            f"rounding={rounding!r} is not known: use one of {', '.join(ROUNDING_MODES)}"
+        )
+    low, high = torch.aminmax(x)
+    if not high > low:
+        return x.clone()
+    step = (high - low) / (2**bits - 1)
+    scaled = (x - low) / step
+    if rounding == "stochastic":
+        noise = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+        levels = torch.floor(scaled + noise)
+    else:
+        levels = torch.round(scaled)
+    return levels.clamp_(0, 2**bits - 1) * step + low
+
+
 class _QuantizeGradient(torch.autograd.Function):
     """Identity forward; the incoming gradient is quantized to fixed point on the way back."""
 

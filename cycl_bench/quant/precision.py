@@ -119,36 +119,121 @@ def layer_precision(module: nn.Module) -> LayerPrecision | None:
     return LayerPrecision(FLOAT_BITS, FLOAT_BITS, FLOAT_BITS)
 
 
-def model_size_bytes(model: nn.Module) -> int:
-    """Deployed size at the current bit widths.
+def scheduled_precision(module: nn.Module) -> LayerPrecision | None:
+    """The bits the CPT/CycleBNN convention prices a layer at: a switchable layer at the k bits
+    the schedule set on it (k x k forward, k x b_g input and weight gradients) whatever it
+    really multiplies (1 x 1 in `cyclebnn` mode, after the sign); every other layer as
+    `layer_precision` says (8-bit stem, projections and classifier, float layers at 32)."""
+    if isinstance(module, BinaryConv2d):
+        return LayerPrecision(*module.bits)
+    return layer_precision(module)
 
-    Each Conv2d/Linear weight at its layer's weight bits (rounded up to whole bytes per tensor);
-    every other parameter (BatchNorm affine, output scales, thresholds, quantizer scales) and
-    BatchNorm running statistics as float32. Bookkeeping buffers (bit widths, range trackers,
-    counters) are not deployed and not counted.
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """One tensor a deployed model stores: `count` numbers of `bits` bits each."""
+
+    name: str
+    kind: str
+    """binary weights, 8-bit weights (k-bit weights at other widths), float weights, weight
+    scales, weight ranges, input ranges, parameters or running statistics"""
+    count: int
+    bits: int
+
+    @property
+    def bytes(self) -> int:
+        """Bit-packed, rounded up to a whole byte per tensor."""
+        return -(-self.count * self.bits // 8)
+
+
+def _weight_kind(bits: int) -> str:
+    if bits == 1:
+        return "binary weights"
+    return "float weights" if bits == FLOAT_BITS else f"{bits}-bit weights"
+
+
+def _derived_weight_scales(module: nn.Module) -> int:
+    """Numbers of the weight scale a Brevitas layer derives from its weights (statistics, not a
+    parameter: Int8WeightPerChannelFloat's one scale per output channel); 0 when the weights
+    are not quantized or their scale is a learned parameter (counted as one)."""
+    proxy = getattr(module, "weight_quant", None)
+    if isinstance(module, BinaryConv2d) or proxy is None or not proxy.is_quant_enabled:
+        return 0  # a switchable layer's scales: `deployed_tensors`
+    if any(True for _ in proxy.parameters()):
+        return 0
+    return int(proxy.scale().numel())
+
+
+def deployed_tensors(model: nn.Module) -> list[StoredTensor]:
+    """Everything the deployed model stores at the current bit widths, each tensor once.
+
+    - Each Conv2d/Linear weight at the weight bits its layer computes with (`layer_precision`):
+      1-bit weights bit-packed, the 8-bit stem, projections and classifier at 8 bits.
+    - The scales of quantized weights that are derived from the weights rather than learned:
+      Brevitas' Int8WeightPerChannelFloat, one float32 per output channel of each 8-bit layer.
+    - A switchable layer computing at k > 1 bits (`cpt` mode above 1 bit): the float32 range
+      (min, max) of each output channel's k-bit weights and the running range of its input.
+      At 1 bit (and in `cyclebnn` mode at every k) the sign needs neither.
+    - Every other parameter as float32, each once: BatchNorm affine, learned thresholds (RSign),
+      the binary layers' per-channel output scales, learned input-quantizer scales, biases.
+    - BatchNorm running mean and variance as float32.
+
+    Not stored: bookkeeping buffers (bit widths, batch counters, constant zero points), and a
+    switchable layer's weight gain (a positive per-channel factor, which the sign and the k-bit
+    range absorb).
     """
-    float_bytes = 4
+    stored: list[StoredTensor] = []
     counted: set[int] = set()
-    total = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
         precision_of_layer = layer_precision(module)
         if precision_of_layer is not None and module.weight is not None:
-            total += -(-module.weight.numel() * precision_of_layer.weight_bits // 8)
+            bits = precision_of_layer.weight_bits
+            stored.append(
+                StoredTensor(f"{prefix}weight", _weight_kind(bits), module.weight.numel(), bits)
+            )
             counted.add(id(module.weight))
+            scales = _derived_weight_scales(module)
+            if scales:
+                stored.append(
+                    StoredTensor(f"{prefix}weight scales", "weight scales", scales, FLOAT_BITS)
+                )
+        if isinstance(module, BinaryConv2d):
+            if precision_of_layer.weight_bits > 1:  # (min, max) per output channel
+                count = 2 * module.out_channels
+                stored.append(
+                    StoredTensor(f"{prefix}weight ranges", "weight ranges", count, FLOAT_BITS)
+                )
+            if precision_of_layer.act_bits > 1:  # running (min, max)
+                stored.append(StoredTensor(f"{prefix}input range", "input ranges", 2, FLOAT_BITS))
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-            total += (module.running_mean.numel() + module.running_var.numel()) * float_bytes
-    for parameter in model.parameters():
+            count = module.running_mean.numel() + module.running_var.numel()
+            stored.append(
+                StoredTensor(f"{prefix}running statistics", "running statistics", count, FLOAT_BITS)
+            )
+    for name, parameter in model.named_parameters():
         if id(parameter) not in counted:
-            total += parameter.numel() * float_bytes
-    return total
+            counted.add(id(parameter))
+            stored.append(StoredTensor(name, "parameters", parameter.numel(), FLOAT_BITS))
+    return stored
+
+
+def model_size_bytes(model: nn.Module) -> int:
+    """Deployed size at the current bit widths: the bytes of every tensor `deployed_tensors`
+    lists (weights bit-packed at their bits, per tensor rounded up to a whole byte; scales,
+    ranges, other parameters and BatchNorm statistics as float32)."""
+    return sum(tensor.bytes for tensor in deployed_tensors(model))
 
 
 __all__ = [
     "LayerPrecision",
+    "StoredTensor",
+    "deployed_tensors",
     "get_precision",
     "layer_precision",
     "model_size_bytes",
     "precision",
+    "scheduled_precision",
     "set_precision",
     "switchable_layers",
 ]

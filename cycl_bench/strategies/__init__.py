@@ -1,6 +1,6 @@
 """Continual-learning strategies on binary backbones, registered in `STRATEGIES` by name."""
 
-from cycl_bench.strategies import catalog  # noqa: F401  (registers the strategies)
+from cycl_bench.strategies import ar1, catalog  # noqa: F401  (registers the strategies)
 from cycl_bench.strategies.base import (
     ContinualStrategy,
     build_strategy,

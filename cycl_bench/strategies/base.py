@@ -20,9 +20,10 @@ from torch import nn
 
 from cycl_bench.errors import UserError
 from cycl_bench.params import Params, check, shown
-from cycl_bench.quant.precision import get_precision
+from cycl_bench.quant.precision import LayerPrecision, get_precision
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.latent_cache import LatentCache
+from cycl_bench.strategies.latent_replay import LatentReplay
 from cycl_bench.strategies.protocol import OPTIMIZERS, TrainingProtocol
 
 HEAD_LAYER = "classifier"
@@ -31,11 +32,26 @@ ExtraCost = Literal["teacher_forward", "importance_pass", "calibration_pass"]
 
 @dataclass(frozen=True)
 class HeadPrecision:
-    """Bits of the head's fixed-point update, for the training-cost accounting."""
+    """Bits of the hybrid head's fixed-point update (`hq_cwr.hybrid_head_update`).
+
+    Its products: the forward `x_q . W_q^T` (`act_bits` x `weight_bits`) and the weight
+    gradient `delta_q^T . x_q` (`error_bits` x `act_bits`); no gradient flows into the frozen
+    backbone. `grad_bits` is the grid the stored weights are rounded to (`W <- Q_b(...)`): no
+    product runs at it, and it is what the results file reports as the head's gradient bits.
+    """
 
     weight_bits: int
     act_bits: int
     grad_bits: int
+    error_bits: int
+    """bits of the error signal delta_q, the output gradient the weight gradient multiplies"""
+
+    def computed(self) -> LayerPrecision:
+        """What the head's products multiply, as the cost accounting reads a layer's bits
+        (its gradient bits: those of the output gradient, the error signal)."""
+        return LayerPrecision(
+            weight_bits=self.weight_bits, act_bits=self.act_bits, grad_bits=self.error_bits
+        )
 
 
 @dataclass
@@ -54,6 +70,9 @@ class ContinualStrategy:
     head_name: str | None = None
     head_precision: HeadPrecision | None = None
     latent_cache: LatentCache | None = None
+    latent_replay: LatentReplay | None = None
+    """AR1*-style latent replay: its memory (`.buffer.payload_bytes`) and the split of the
+    backbone it trains (the cost of replayed patterns is the upper part's)."""
     frozen_backbone: bool = False
     """True when only the head trains after the first experience (its features stay fixed)."""
     extra_cost: ExtraCost | None = None
@@ -76,27 +95,34 @@ class ContinualStrategy:
 
 
 class ProtocolParams(Params):
-    """The training protocol every strategy follows (`TrainingProtocol`), as user parameters."""
+    """The training protocol every strategy follows (`TrainingProtocol`), as user parameters.
 
-    batch_size: int = Field(50, ge=1)
+    The defaults are the protocol of the CWR* and AR1* papers (Lomonaco, Maltoni and Pellegrini
+    2020; Pellegrini et al. 2020; reference code ar1-pytorch params.cfg), under which the
+    published CORe50 numbers of CWR*, AR1*, EWC, LwF and naive were obtained: one SGD for every
+    strategy and every experience (momentum 0.9, lr 0.001, weight decay 0.0005, 4 epochs,
+    minibatch 128), the first experience trained the same way by all.
+    """
+
+    batch_size: int = Field(128, ge=1)
     """training minibatch"""
-    first_optimizer: Literal[OPTIMIZERS] = "adam"
+    first_optimizer: Literal[OPTIMIZERS] = "sgd"
     """optimizer of the first experience"""
-    first_lr: float = Field(0.0025, gt=0)
+    first_lr: float = Field(0.001, gt=0)
     """learning rate of the first experience"""
-    first_epochs: int = Field(10, ge=1)
+    first_epochs: int = Field(4, ge=1)
     """epochs of the first experience"""
-    optimizer: Literal[OPTIMIZERS] = "adam"
-    """optimizer of every later experience (a fresh one each time: learning rate reset)"""
-    lr: float = Field(0.0025, gt=0)
+    optimizer: Literal[OPTIMIZERS] = "sgd"
+    """optimizer of every later experience (a fresh one each time: momentum reset)"""
+    lr: float = Field(0.001, gt=0)
     """learning rate of the later experiences"""
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(4, ge=1)
     """epochs of each later experience"""
     min_steps: int = Field(50, ge=0)
     """optimizer steps each experience takes at least (more epochs on a small stream)"""
-    momentum: float = Field(0.0, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
     """SGD momentum (both phases); Adam ignores it"""
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0005, ge=0)
     """L2 penalty of the optimizer (both phases)"""
 
     # -- fidelity: what the registered name means, and how a configuration departs from it ---

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import torch
 from avalanche.training import EWC, Cumulative, LwF, Naive, Replay
+from avalanche.training.plugins import EWCPlugin
 from avalanche.training.templates import SupervisedTemplate
 from pydantic import Field
 from torch import nn
@@ -32,7 +34,6 @@ from cycl_bench.strategies.base import (
 from cycl_bench.strategies.hq_cwr import CWRStarHeadPlugin
 from cycl_bench.strategies.latent_cache import LatentCache, LatentCacheForward
 from cycl_bench.strategies.protocol import (
-    OPTIMIZERS,
     BatchNormRecalibration,
     ExperienceProtocol,
     TrainingProtocol,
@@ -77,8 +78,12 @@ class EwcParams(WholeNetworkParams):
         "the Fisher diagonal is Avalanche's: squared minibatch-mean gradients over the "
         "experience, not per-sample squared gradients",
     )
+    published: ClassVar[dict[str, Any]] = {"fisher_clip": None}
     ewc_lambda: float = Field(1000.0, ge=0)
     """weight of the quadratic penalty"""
+    fisher_clip: float | None = Field(None, gt=0)
+    """the CORe50 authors' EWC: one importance summed over experiences, clipped at this value
+    (their maxF, 0.001), anchored at the latest weights; none: a penalty per experience"""
 
 
 class ReplayParams(WholeNetworkParams):
@@ -126,17 +131,38 @@ def cumulative(*, model, params: WholeNetworkParams, device="cpu", deterministic
 @STRATEGIES.register("ewc", params=EwcParams)
 def ewc(*, model, params: EwcParams, device="cpu", deterministic_inputs=True):
     """Elastic Weight Consolidation: a quadratic penalty on weights that mattered before."""
-    template = EWC(
-        ewc_lambda=params.ewc_lambda,
-        mode="separate",
-        **_template_arguments(model, params.protocol(), device),
-    )
+    arguments = _template_arguments(model, params.protocol(), device)
+    if params.fisher_clip is None:
+        template = EWC(ewc_lambda=params.ewc_lambda, mode="separate", **arguments)
+    else:
+        penalty = ClippedFisherEWC(params.ewc_lambda, params.fisher_clip)
+        arguments["plugins"].append(penalty)
+        template = SupervisedTemplate(**arguments)
     return ContinualStrategy("ewc", template, model, {}, extra_cost="importance_pass")
+
+
+class ClippedFisherEWC(EWCPlugin):
+    """EWC as the CORe50 authors ran it (FGCL `ewc.py`, Caffe solver `L2ewc`): one importance
+    per weight, the Fisher diagonals of all experiences so far summed and clipped at `clip`
+    (their maxF 0.001), the penalty anchored at the weights after the latest experience. The
+    clip bounds the penalty's stiffness (2 x lambda x clip), which keeps SGD stable: a binary
+    network's straight-through gradients give latent weights Fisher values of 30 and more.
+    """
+
+    def __init__(self, ewc_lambda: float, clip: float):
+        super().__init__(ewc_lambda, mode="online", decay_factor=1.0)
+        self.clip = clip
+
+    @torch.no_grad()
+    def update_importances(self, importances, t: int):
+        super().update_importances(importances, t)
+        for importance in self.importances[t].values():
+            importance.data.clamp_(max=self.clip)
 
 
 @STRATEGIES.register("replay", params=ReplayParams)
 def replay(*, model, params: ReplayParams, device="cpu", deterministic_inputs=True):
-    """Experience replay from a class-balanced memory of past samples."""
+    """Experience replay from a memory of past samples, an equal share per experience."""
     template = Replay(
         mem_size=params.mem_size, **_template_arguments(model, params.protocol(), device)
     )
@@ -168,11 +194,6 @@ class CwrStarParams(ProtocolParams):
         "non-i.i.d. batches, CVPR Workshops (CWR*; Avalanche's CWRStarPlugin)"
     )
     published: ClassVar[dict[str, Any]] = {"equal_row_norms": False}
-    # Later experiences train the head alone with plain SGD (the on-device CL protocol of
-    # Vorabbi et al.: SGD, no momentum); the first experience follows the experiment's shared
-    # protocol like every other strategy.
-    optimizer: Literal[OPTIMIZERS] = "sgd"
-    """optimizer of every later experience (a fresh one each time: learning rate reset)"""
     latent_cache: bool = True
     """head-only epochs run on features computed once per experience (same results)"""
     equal_row_norms: bool = False
@@ -184,13 +205,28 @@ class HqCwrStarParams(CwrStarParams):
         "Vorabbi, Maltoni, Santi et al. 2023, On-device learning with binary neural networks, "
         "arXiv 2308.15308 (CWR* with a hybrid-quantized head update)"
     )
-    published: ClassVar[dict[str, Any]] = {"equal_row_norms": False, "rounding": "nearest"}
+    published: ClassVar[dict[str, Any]] = {
+        "equal_row_norms": False,
+        "rounding": "nearest",
+        "storage_grid": "min_max",
+    }
+    departures: ClassVar[tuple[str, ...]] = (
+        "trained with the experiment's protocol, shared by every strategy (CWR*'s authors' "
+        "SGD); the paper trains the first experience with Adam (lr 0.0025, 10 epochs, "
+        "minibatch 50) and later ones with plain SGD (lr 0.0025, 5 epochs)",
+        "forward quantization (features, head weights, softmax output, error signal) on "
+        "symmetric power-of-two grids calibrated after the first experience; the authors' "
+        "code uses affine ranges collected over the first experience",
+    )
     grad_bits: GradBits = 16
     """bits of the stored head weights after the fixed-point update"""
     head_bits: int = Field(8, ge=2, le=16)
     """bits of the features, head weights, softmax output and error signal"""
     rounding: Literal[ROUNDING_MODES] = "nearest"
     """rounding of the error signal and the stored head weights (stochastic: a variant)"""
+    storage_grid: Literal["min_max", "power_of_two"] = "min_max"
+    """grid of the weight gradient and stored weights: min_max (each tensor's own range, the
+    authors' code) or power_of_two (a fixed grid calibrated after the first experience)"""
 
 
 def _latent_cache(enabled, deterministic_inputs, model, head, codec, device, batch_size):
@@ -209,6 +245,8 @@ def _cwr_family(
         model,
         cwr_layer_name=HEAD_LAYER,
         lr=protocol.lr,
+        momentum=protocol.momentum,
+        weight_decay=protocol.weight_decay,
         equal_row_norms=params.equal_row_norms,
         device=device,
         **head,
@@ -228,7 +266,9 @@ def _cwr_family(
     head_precision = None
     if plugin.quantized:
         bits = head["head_bits"]
-        head_precision = HeadPrecision(weight_bits=bits, act_bits=bits, grad_bits=plugin.grad_bits)
+        head_precision = HeadPrecision(
+            weight_bits=bits, act_bits=bits, grad_bits=plugin.grad_bits, error_bits=bits
+        )
     return ContinualStrategy(
         name,
         template,
@@ -260,4 +300,5 @@ def hq_cwr_star(*, model, params: HqCwrStarParams, device="cpu", deterministic_i
         grad_bits=params.grad_bits,
         head_bits=params.head_bits,
         rounding=params.rounding,
+        storage_grid=params.storage_grid,
     )

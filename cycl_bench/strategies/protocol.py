@@ -1,12 +1,15 @@
 """The training protocol every strategy follows, and the plugin that applies it per experience.
 
-The on-device CL protocol (Vorabbi et al.): the first experience trains with its own optimizer and
-epoch count (10 epochs), later experiences with another (5 epochs). A fresh optimizer per
-experience resets the learning rate and the optimizer state. `min_steps` makes the budget hold on
-small streams: an experience trains for its epochs, or for more epochs until at least `min_steps`
-optimizer steps were taken (a real CORe50 NC experience has about 48 steps per epoch at batch
-50, a synthetic one 5). Avalanche strategies hold one optimizer and one epoch count, so a plugin
-sets both for each experience, ahead of Avalanche's own optimizer set-up.
+The protocol of the CWR* and AR1* papers (Lomonaco, Maltoni and Pellegrini 2020; Pellegrini et
+al. 2020; ar1-pytorch params.cfg): one SGD (momentum 0.9, lr 0.001, weight decay 0.0005) for
+every strategy and every experience, 4 epochs of minibatches of 128; the first experience is
+trained the same way by every strategy. The first and the later experiences may each have their
+own optimizer, learning rate and epochs (a strategy's own phase, e.g. AR1*'s smaller learning
+rate). A fresh optimizer per experience resets the optimizer state. `min_steps` makes the budget
+hold on small streams: an experience trains for its epochs, or for more epochs until at least
+`min_steps` optimizer steps were taken (a real CORe50 NC experience has about 94 minibatches of
+128 per epoch, a synthetic one 2). Avalanche strategies hold one optimizer and one epoch count,
+so a plugin sets both for each experience, ahead of Avalanche's own optimizer set-up.
 """
 
 from __future__ import annotations
@@ -33,18 +36,18 @@ def _positive_int(name: str, value) -> None:
 class TrainingProtocol:
     """Optimizer, learning rate and epochs of the first and of the later experiences."""
 
-    batch_size: int = 50
-    first_optimizer: str = "adam"
-    first_lr: float = 0.0025
-    first_epochs: int = 10
-    optimizer: str = "adam"
-    lr: float = 0.0025
-    epochs: int = 5
+    batch_size: int = 128
+    first_optimizer: str = "sgd"
+    first_lr: float = 0.001
+    first_epochs: int = 4
+    optimizer: str = "sgd"
+    lr: float = 0.001
+    epochs: int = 4
     min_steps: int = 50
-    momentum: float = 0.0
+    momentum: float = 0.9
     """SGD momentum (both phases); Adam ignores it."""
-    weight_decay: float = 0.0
-    """L2 penalty of both phases' optimizer (the CORe50 NICv2 protocol's 0.0005)."""
+    weight_decay: float = 0.0005
+    """L2 penalty of both phases' optimizer."""
 
     def __post_init__(self):
         for name in ("first_lr", "lr"):
