@@ -251,11 +251,12 @@ def test_the_results_carry_the_memory_payload(stream):
 
 def test_ar1_defaults_are_the_references():
     # ar1-pytorch params.cfg (2020-05-06) and Avalanche's AR1: rm_sz 1500, mb 128, 4 epochs,
-    # SGD with momentum 0.9, l2 0.0005, inc_lr 5e-5, no SI; the memory stores float32
+    # SGD with momentum 0.9, l2 0.0005, inc_lr 0.001 (ar1-pytorch params.cfg of 2020-04-09),
+    # no SI; the memory stores float32
     params = strategy_params("ar1_star")
     assert (params.rm_sz, params.batch_size, params.epochs) == (1500, 128, 4)
     assert (params.optimizer, params.momentum, params.weight_decay) == ("sgd", 0.9, 5e-4)
-    assert (params.lr, params.si_lambda, params.latent_bits) == (5e-5, 0.0, 32)
+    assert (params.lr, params.si_lambda, params.latent_bits) == (0.001, 0.0, 32)
 
 
 def test_published_ar1_declares_only_its_departures_and_names_changed_values():

@@ -57,7 +57,7 @@ def test_list_details_shows_every_parameter_with_its_declared_default_and_range(
     # the paper's 16-bit stored head weights; 2..32 bits, 32 the plain float update
     assert hybrid["grad_bits"][:7] == ["int", "16", "from", "2", "to", "32", "(32"]
     assert hybrid["rounding"][:4] == ["choice", "nearest", "stochastic,", "nearest"]
-    assert hybrid["first_lr"][:4] == ["float", "0.0025", ">", "0"]
+    assert hybrid["first_lr"][:4] == ["float", "0.001", ">", "0"]
     assert parameter_rows(done.stdout, "replay")["mem_size"][:4] == ["int", "500", ">=", "1"]
     assert parameter_rows(done.stdout, "tiny_bnn")["num_classes"][:4] == [
         "int",

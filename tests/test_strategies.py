@@ -31,18 +31,18 @@ CWR |= {"latent_cache": True, "equal_row_norms": False}
 DEFAULTS = {
     "naive": SGD,
     "cumulative": SGD,
-    "ewc": SGD | {"ewc_lambda": 1000.0},
+    "ewc": SGD | {"ewc_lambda": 1000.0, "fisher_clip": None},
     "replay": SGD | {"mem_size": 500},
     "lwf": SGD | {"alpha": 1.0, "temperature": 2.0},
     "cwr_star": CWR,
     "hq_cwr_star": CWR
     | {"grad_bits": 16, "head_bits": 8, "rounding": "nearest"}
     | {"storage_grid": "min_max"},
-    # AR1*: ar1-pytorch params.cfg (2020-05-06) and Avalanche's AR1: inc_lr 5e-5, rm_sz 1500,
+    # AR1*: ar1-pytorch params.cfg (inc_lr 0.001 in its 2020-04-09 version), rm_sz 1500,
     # no SI, float latent activations; the hybrid head with latent replay at 1 bit where the
     # latent layer reads only signs (auto)
     "ar1_star": SGD
-    | {"lr": 5e-5, "rm_sz": 1500, "latent_layer": -1, "latent_bits": 32}
+    | {"lr": 0.001, "rm_sz": 1500, "latent_layer": -1, "latent_bits": 32}
     | {"batchnorm": "frozen", "si_lambda": 0.0},
     "hq_cwr_star_lr": SGD
     | {"rm_sz": 1500, "latent_layer": -1, "latent_bits": "auto", "batchnorm": "frozen"}
@@ -80,7 +80,8 @@ class Recorder(SupervisedPlugin):
         record["lr"] = strategy.optimizer.param_groups[0]["lr"]
         record["bn_training"] = strategy.model.stem.bn.training
         record["stem_trainable"] = strategy.model.stem.conv.weight.requires_grad
-        record["optimizer_state"] = len(strategy.optimizer.state)
+        # at the experience's first step: a fresh optimizer holds no momentum yet
+        record.setdefault("optimizer_state", len(strategy.optimizer.state))
 
 
 def test_every_paper_strategy_is_registered():
