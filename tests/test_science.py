@@ -97,8 +97,10 @@ def test_the_cwr_family_keeps_the_old_experiences(results, entry):
 
 def test_cumulative_beats_cwr_star_which_beats_naive(results):
     final = {entry: result.final_accuracy for entry, result in results.items()}
-    assert final["cumulative"] >= final["cwr_star"] + 0.1  # measured 0.19 to 0.26 apart
-    assert final["cwr_star"] >= final["naive"] + 0.15  # measured 0.22 to 0.27 apart
+    # seeds 0-2 under the papers' SGD protocol: cumulative 0.10 to 0.11 above cwr_star, cwr_star
+    # 0.12 to 0.14 above naive (naive at lr 0.001 keeps a little of the last experiences)
+    assert final["cumulative"] >= final["cwr_star"] + 0.05
+    assert final["cwr_star"] >= final["naive"] + 0.08
 
 
 def trained_head(setting, grad_bits: int):

@@ -127,4 +127,4 @@ def test_rows_that_would_look_alike_are_labelled_by_what_differs(sweep_dir):
     rows = [results, results.model_copy(update={"method": other_lr}), results]
     assert len(set(method_labels(rows))) == 1
     labels = method_labels(distinct(rows))
-    assert labels == ["hq_cwr_star lr=0.0025 #1", "hq_cwr_star lr=0.1", "hq_cwr_star lr=0.0025 #2"]
+    assert labels == ["hq_cwr_star lr=0.001 #1", "hq_cwr_star lr=0.1", "hq_cwr_star lr=0.001 #2"]

@@ -34,7 +34,7 @@ used up, the rest of the epoch has current patterns only).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -43,10 +43,12 @@ from pydantic import BeforeValidator
 from torch import nn
 
 from cycl_bench.errors import UserError
-from cycl_bench.models.common import Backbone, LatentSplit
 from cycl_bench.quant.gradquant import power_of_two_scale
 from cycl_bench.strategies.latent_cache import cpu_rng_untouched
 from cycl_bench.strategies.protocol import TrainingProtocol
+
+if TYPE_CHECKING:  # models and strategies are one layer: the contract, not the import
+    from cycl_bench.models.common import Backbone, LatentSplit
 
 LATENT_BITS = (1, 8, 32)
 
