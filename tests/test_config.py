@@ -55,7 +55,8 @@ def test_every_strategy_of_an_experiment_shares_the_first_experience_protocol():
 
 def test_settings_come_before_the_fast_preset_and_overrides():
     resolved = config.resolve("core50_nc", fast=True, overrides=["strategy.naive.first_lr=0.01"])
-    assert resolved.strategy_of("naive")[1]["first_epochs"] == 2  # the preset's
+    assert resolved.strategy_of("naive")[1]["min_steps"] == 20  # the preset's
+    assert resolved.strategy_of("naive")[1]["first_epochs"] == 4  # the papers', kept by the preset
     assert resolved.strategy_of("naive")[1]["first_lr"] == 0.01  # the override's
     assert resolved.strategy_of("ewc")[1]["first_lr"] == 0.001  # the experiment's setting
 

@@ -331,7 +331,8 @@ def test_the_nicv2_experiments_train_every_strategy_with_the_nicv2_protocol(expe
     assert resolved.benchmark.name == f"core50_nicv2_{experiment}"
     assert resolved.eval_every == every
     assert sorted(resolved.strategy) == sorted(
-        ["cwr_star", "ewc", "lwf", "replay", "naive", "cumulative"]
+        ["ar1_star", "cwr_star", "ewc", "lwf", "naive", "cumulative"]
+        + ["replay", "hq_cwr_star", "hq_cwr_star_lr"]
     )
     for params in resolved.strategy.values():
         assert params["first_optimizer"] == params["optimizer"] == "sgd"
