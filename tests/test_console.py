@@ -102,6 +102,19 @@ def test_comparison_table_has_exact_headers_rows_and_notes():
     ]
 
 
+def test_a_latent_replay_memory_gets_a_column_of_its_payload():
+    cwr = make_results([NC_MATRIX], strategy="cwr_star")
+    ar1 = make_results([NC_MATRIX], strategy="ar1_star")
+    # 480 activations of 64 x 8 x 8 values at 1 bit: 480 * 4096 / 8 = 245,760 bytes = 240 KB
+    seeds = [ar1.per_seed[0].model_copy(update={"replay_buffer_bytes": 245_760})]
+    ar1 = ar1.model_copy(update={"per_seed": seeds})
+    lines = comparison_table([cwr, ar1]).splitlines()
+    assert lines[2].split(" | ")[-2:] == ["latent mem KB", "seeds"]
+    assert [line.split("|")[-2].strip() for line in lines[4:6]] == ["-", "240.0"]
+    assert any(line.startswith("note: latent mem KB = ") for line in lines)
+    assert "latent mem KB" not in comparison_table([cwr])
+
+
 def test_synthetic_source_and_fast_flag_are_in_the_title_and_notes():
     results = make_results([NI_MATRIX], source="synthetic", fast=True)
     lines = comparison_table([results]).splitlines()

@@ -28,6 +28,11 @@ COLUMNS = (
     ("train time s", "train_time_s", 1.0, 1),
     ("peak mem MB", "peak_memory_mb", 1.0, 0),
 )
+MEMORY_HEADER = "latent mem KB"
+MEMORY_NOTE = (
+    "latent mem KB = payload of the latent replay memory (stored activations, bit-packed at "
+    "latent_bits; labels not counted)"
+)
 FAST_NOTE = "--fast run: shortened settings for a quick check, not comparable with full runs"
 SYNTHETIC_NOTE = (
     "synthetic data: a procedurally generated stand-in for the real dataset; it ranks the "
@@ -102,17 +107,26 @@ def comparison_table(results_list: Sequence[Results]) -> str:
     """The final table of an experiment: one row per results file, in the given order."""
     if not results_list:
         raise ValueError("comparison_table needs at least one results file")
-    headers = ["method", *(header for header, *_ in COLUMNS), "seeds"]
+    # the latent replay memory (AR1*, hq_cwr_star_lr): its payload, the same for every seed
+    memories = [results.per_seed[0].replay_buffer_bytes for results in results_list]
+    memory_column = [MEMORY_HEADER] if any(m is not None for m in memories) else []
+    headers = ["method", *(header for header, *_ in COLUMNS), *memory_column, "seeds"]
     rows = []
-    for results, label in zip(results_list, method_labels(results_list), strict=True):
+    for results, label, memory in zip(
+        results_list, method_labels(results_list), memories, strict=True
+    ):
         seeds = len(results.per_seed)
         cells = [
             format_stat(results.summary.get(key), scale=scale, decimals=decimals, seeds=seeds)
             for _, key, scale, decimals in COLUMNS
         ]
+        if memory_column:
+            cells.append("-" if memory is None else f"{memory / 1024:.1f}")
         rows.append([label, *cells, str(seeds)])
     lines = [_title(results_list), "", render_table(headers, rows), ""]
     lines += [f"note: {note}" for note in _notes(results_list)]
+    if memory_column:
+        lines.append(f"note: {MEMORY_NOTE}")
     return "\n".join(lines)
 
 
