@@ -34,6 +34,24 @@ def check_out_dir(out: Path) -> None:
         )
 
 
+def check_not_in_a_run(out: Path, option: str = "--out") -> None:
+    """A UserError when writing `out` would replace a file of a run folder (its config, a
+    results file, a saved model, a plot, the log) or write into its results or models: the
+    run could no longer be resumed, compared or exported."""
+    from cycl_bench.export.saved import MODELS_DIR
+
+    out = Path(out).absolute()
+    for folder in out.parents:
+        if (folder / CONFIG_FILE).is_file():
+            inside = out.relative_to(folder).parts
+            if out.exists() or inside[0] in (CONFIG_FILE, RESULTS_DIR, MODELS_DIR, LOG_FILE):
+                raise UserError(
+                    f"{option} {out} would overwrite the run folder {folder} (its "
+                    f"{inside[0]}); choose a file outside it, e.g. {folder.parent / out.name}"
+                )
+            return
+
+
 def new_run_dir(out: Path, experiment: str) -> Path:
     """`out/<experiment>/<UTC timestamp>`, created now; a UserError if it cannot be written."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

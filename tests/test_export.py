@@ -360,6 +360,33 @@ def test_user_errors_print_one_line_and_exit_2(
     assert not (tmp_path / "model.onnx").exists()
 
 
+@pytest.mark.parametrize(
+    "target", ["saved model", "results/cwr_star.json", "config.yaml", "plots/curves.png"]
+)
+def test_an_out_that_is_a_file_of_the_run_is_refused_and_left_as_it_was(saved_run, target, capsys):
+    run_dir = saved_run["run_dir"]
+    if target == "saved model":
+        out = saved_run["path"]
+    else:
+        out = run_dir / target
+        if not out.exists():  # a results file, a plot: what a finished run holds
+            out.parent.mkdir(exist_ok=True)
+            out.write_bytes(b"the user's file")
+    before = out.read_bytes()
+    assert export_cli(saved_run, out, "onnx") == 2
+    err = capsys.readouterr().err
+    assert f"would overwrite the run folder {run_dir.absolute()}" in err
+    assert len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == before
+
+
+def test_an_out_among_the_run_models_is_refused(saved_run, capsys):
+    run_dir = saved_run["run_dir"]
+    assert export_cli(saved_run, run_dir / "models" / "new.onnx", "onnx") == 2
+    assert "would overwrite the run folder" in capsys.readouterr().err
+    assert not (run_dir / "models" / "new.onnx").exists()
+
+
 def test_a_cell_that_has_not_finished_names_the_resume_command(saved_run, tmp_path, capsys):
     config = run_folder.load_run(saved_run["run_dir"])
     assert "cwr_star" in config.strategy

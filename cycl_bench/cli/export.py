@@ -90,6 +90,7 @@ def saved_model_file(run_dir: Path, entry: str, seed: int) -> Path:
 def run(args) -> int:
     format_name = check_format(args.format)
     limit = check_limit(args.limit)
+    run_folder.check_not_in_a_run(Path(args.out))
     out = check_writable(Path(args.out))
     run_dir = Path(args.run_dir)
     path = saved_model_file(run_dir, args.entry, args.seed)
