@@ -36,6 +36,21 @@ def test_list_shows_every_registered_name_and_the_shipped_experiments():
         assert f"  {experiment}" in done.stdout
 
 
+@pytest.mark.parametrize("args", [["list"], ["list", "--details"]])
+def test_output_into_a_reader_that_has_gone_ends_quietly(args):
+    """`cycl_bench list --details | head -1`: the reader closes the pipe before the command
+    writes (here: before it has started), so its first write meets a closed pipe."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cycl_bench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait() == 0
+    assert stderr == ""
+
+
 def parameter_rows(listing: str, entry: str) -> dict[str, list[str]]:
     """The parameter rows `list --details` prints under an entry, by parameter name."""
     lines = listing.splitlines()

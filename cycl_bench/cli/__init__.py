@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from cycl_bench import __version__
@@ -44,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def discard_stdout() -> None:
+    """Point the process's stdout at /dev/null, so that nothing left in its buffer is written
+    to a closed pipe at exit (the recipe of Python's signal documentation)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (captured, closed): nothing to redirect
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = build_parser()
@@ -54,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:  # `... | head -1`: the reader has all it wanted
+        discard_stdout()
+        return 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
