@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -80,6 +80,9 @@ class BackboneConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+MAX_SEED = 2**32 - 1
+
+
 class ExperimentConfig(_Strict):
     experiment: str
     description: str = ""
@@ -90,7 +93,8 @@ class ExperimentConfig(_Strict):
     strategy: dict[str, dict[str, Any]]
     # entry name -> its parameters that no published source fixes for this scenario
     untuned: dict[str, list[str]] = Field(default_factory=dict)
-    seeds: list[int] = Field(min_length=1)
+    # numpy's and Avalanche's generators take seeds in [0, 2**32); a boolean is no seed
+    seeds: list[Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]] = Field(min_length=1)
     eval_every: int = Field(1, ge=1, strict=True)
     """Evaluate the test views after experience 0, every `eval_every`-th one and the last
     (`continual.loop.evaluated_experiences`); 1: after every experience. Long streams (CORe50
@@ -100,6 +104,14 @@ class ExperimentConfig(_Strict):
     device: str = "cpu"
     wandb: Literal["offline", "online", "disabled"] = "offline"
     fast: bool = False
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seed {repeated[0]} is given twice: each seed trains once")
+        return seeds
 
     @field_validator("strategy")
     @classmethod
@@ -191,10 +203,22 @@ def resolve(
     for key, value in flags.items():
         if value is not None:
             raw[key] = value
+    overridden = []  # (strategy entry, override key)
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
-    return select_strategies(validate(raw), strategies)
+        parts = key.split(".")
+        if parts[0] == "strategy" and len(parts) > 1 and parts[1] != "*":
+            overridden.append((parts[1], key))
+    config = select_strategies(validate(raw), strategies)
+    for entry, key in overridden:
+        if entry not in config.strategy:
+            entries = list(config.strategy)
+            raise UserError(
+                f"override {key} sets strategy entry '{entry}', which this run does not "
+                f"run{suggest(entry, entries)}; its strategies: {', '.join(entries)}"
+            )
+    return config
 
 
 def select_strategies(config: ExperimentConfig, names: list[str] | None) -> ExperimentConfig:

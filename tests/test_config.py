@@ -1,5 +1,6 @@
 """Shipped configs load and validate; overrides and their errors behave as documented."""
 
+import re
 import subprocess
 import sys
 
@@ -187,3 +188,29 @@ def test_a_broken_run_config_is_one_line_naming_the_file(tmp_path, text, problem
     message = str(error.value)
     assert "\n" not in message
     assert str(path) in message and problem in message and "start a new run" in message
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ("[0, 0]", "seed 0 is given twice"),
+        ("[true]", "config key 'seeds.0': Input should be a valid integer"),
+        ("[-1]", "greater than or equal to 0"),
+        ("[4294967296]", "less than or equal to 4294967295"),  # numpy's seeds end at 2**32 - 1
+        ("[1.5]", "valid integer"),
+    ],
+)
+def test_seeds_are_distinct_whole_numbers_a_generator_takes(seeds, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        config.resolve("core50_nc", overrides=[f"seeds={seeds}"])
+    assert config.resolve("core50_nc", overrides=["seeds=[4294967295, 0]"]).seeds == [2**32 - 1, 0]
+
+
+def test_an_override_of_an_entry_the_run_does_not_run_is_an_error_not_dropped():
+    with pytest.raises(UserError, match=r"strategy\.cwr_stra\.lr .*did you mean 'cwr_star'"):
+        config.resolve("core50_nc", overrides=["strategy.cwr_stra.lr=1"], strategies=["cwr_star"])
+    with pytest.raises(UserError, match=r"'ewc', which this run does not run"):
+        config.resolve("core50_nc", overrides=["strategy.ewc.lr=1"], strategies=["naive"])
+    # an entry the overrides add, and select, runs
+    added = config.resolve("core50_nc", overrides=["strategy.lwf.use=lwf"], strategies=["lwf"])
+    assert list(added.strategy) == ["lwf"]
