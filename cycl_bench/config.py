@@ -12,6 +12,7 @@ errors with a suggestion).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -126,15 +127,18 @@ class ExperimentConfig(_Strict):
         return params.pop("use", entry), params
 
 
-def compose(experiment: str, *, fast: bool = False) -> dict[str, Any]:
-    """The experiment's raw dict with its parts filled in (before overrides)."""
+def compose(experiment: str, *, fast: bool = False, add: Sequence[str] = ()) -> dict[str, Any]:
+    """The experiment's raw dict with its parts filled in (before overrides); `add`: shipped
+    strategy parts to run besides the experiment's own, under the same settings."""
     raw = load_part("experiments", experiment)
     raw["experiment"] = experiment
     preset = raw.pop("fast_preset", {}) or {}
     raw["benchmark"] = load_part("benchmarks", raw["benchmark"])
     raw["backbone"] = load_part("backbones", raw["backbone"])
     # each strategy part is a named configuration: `use:` picks the registered strategy
-    raw["strategy"] = {entry: load_part("strategies", entry) for entry in raw.pop("strategies")}
+    entries = raw.pop("strategies")
+    entries += [name for name in add if name not in entries and name in _names("strategies")]
+    raw["strategy"] = {entry: load_part("strategies", entry) for entry in entries}
     # the experiment's own settings of its parts (the protocol every strategy shares, the
     # baselines' parameters for this scenario), each with its source in the YAML
     for key, value in (raw.pop("settings", {}) or {}).items():
@@ -192,14 +196,15 @@ def resolve(
     **flags: Any,
 ) -> ExperimentConfig:
     """Compose, apply flags (None = not given) and key=value overrides, validate; `strategies`
-    keeps only those entries (the config then records what the run selected)."""
+    keeps only those entries (the config then records what the run selected), a shipped
+    strategy the experiment does not list joining it under the experiment's settings."""
     if experiment not in shipped_experiments():
         known = shipped_experiments()
         raise UserError(
             f"unknown experiment '{experiment}'{suggest(experiment, known)}; "
             f"shipped: {', '.join(known)}"
         )
-    raw = compose(experiment, fast=fast)
+    raw = compose(experiment, fast=fast, add=strategies or ())
     for key, value in flags.items():
         if value is not None:
             raw[key] = value
@@ -228,9 +233,15 @@ def select_strategies(config: ExperimentConfig, names: list[str] | None) -> Expe
     entries = list(config.strategy)
     for name in names:
         if name not in entries:
+            shipped = _names("strategies")
+            what = (
+                "is not in this run"
+                if name in shipped
+                else "is neither in this run nor a shipped strategy"
+            )
             raise UserError(
-                f"strategy '{name}' is not in experiment {config.experiment}"
-                f"{suggest(name, entries)}; its strategies: {', '.join(entries)}"
+                f"strategy '{name}' {what}{suggest(name, sorted({*entries, *shipped}))}; "
+                f"the run's strategies: {', '.join(entries)}"
             )
     selected = {entry: params for entry, params in config.strategy.items() if entry in names}
     return config.model_copy(update={"strategy": selected})

@@ -168,8 +168,17 @@ def test_a_benchmark_can_be_swapped_by_name():
 def test_selected_strategies_are_all_the_config_keeps():
     resolved = config.resolve("core50_nc", strategies=["naive", "cwr_star"])
     assert sorted(resolved.strategy) == ["cwr_star", "naive"]
-    with pytest.raises(UserError, match=r"strategy 'cwr' is not in experiment core50_nc"):
+    with pytest.raises(UserError, match=r"strategy 'cwr' is neither in this run nor a shipped"):
         config.resolve("core50_nc", strategies=["cwr"])
+
+
+def test_any_shipped_strategy_joins_an_experiment_under_its_settings():
+    resolved = config.resolve("split_cifar10", strategies=["lwf", "cwr_star"], fast=True)
+    assert list(resolved.strategy) == ["cwr_star", "lwf"]  # the experiment's, then the added
+    shared = ("first_optimizer", "first_lr", "momentum", "weight_decay", "min_steps")
+    lwf, cwr = resolved.strategy_of("lwf")[1], resolved.strategy_of("cwr_star")[1]
+    assert {key: lwf[key] for key in shared} == {key: cwr[key] for key in shared}
+    assert lwf["first_lr"] == 0.001 and lwf["min_steps"] == 20  # the settings, the preset
 
 
 @pytest.mark.parametrize(

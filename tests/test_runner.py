@@ -272,7 +272,7 @@ def nothing_built(monkeypatch):
         (["--data", "folder:/no/such/folder"], "image folder /no/such/folder does not exist"),
         (["benchmark.options.synthetic.image_sise=8"], "unknown option 'image_sise'"),
         (["strategy.naive.use=naiv"], "unknown strategy 'naiv' (did you mean 'naive'?)"),
-        (["--strategy", "naiv"], "strategy 'naiv' is not in experiment core50_nc"),
+        (["--strategy", "naiv"], "strategy 'naiv' is neither in this run nor a shipped strategy"),
         (["pretrain.data=imagenet"], "unknown pretrain data 'imagenet'"),
         (["pretrain.data=folder:/no/such/corpus"], "pretrain data folder /no/such/corpus does"),
         (["pretrain.devices=2", "pretrain.strategy=ddp"], "only the pretrain command can"),
