@@ -54,7 +54,7 @@ def load_part(kind: str, name: str) -> dict[str, Any]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SourceOptions(_Strict):

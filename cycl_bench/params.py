@@ -35,7 +35,11 @@ class Params(BaseModel):
     A field's docstring is its description."""
 
     model_config = ConfigDict(
-        strict=True, extra="forbid", frozen=True, use_attribute_docstrings=True
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,  # a learning rate of inf or nan trains a model of NaNs
     )
 
 
@@ -91,6 +95,8 @@ def _explain(error: ValidationError, declaration: type[Params], owner: str, kind
     field = declaration.model_fields[name]
     if first["type"] == "missing":
         return f"{owner} needs the {kind} {name} ({allowed(field, with_type=True)})"
+    if first["type"] == "finite_number":  # inf, nan, or a YAML number beyond float range
+        return f"{name}={first['input']!r} must be finite: {allowed(field, with_type=True)}"
     return f"{name}={first['input']!r} must be {allowed(field, with_type=True)}"
 
 

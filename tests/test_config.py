@@ -8,6 +8,8 @@ import pytest
 
 from cycl_bench import config
 from cycl_bench.errors import UserError
+from cycl_bench.params import check
+from cycl_bench.registry import STRATEGIES
 
 
 @pytest.mark.parametrize("experiment", config.shipped_experiments())
@@ -223,3 +225,13 @@ def test_an_override_of_an_entry_the_run_does_not_run_is_an_error_not_dropped():
     # an entry the overrides add, and select, runs
     added = config.resolve("core50_nc", overrides=["strategy.lwf.use=lwf"], strategies=["lwf"])
     assert list(added.strategy) == ["lwf"]
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1.0e+400"])
+def test_a_number_that_is_not_finite_is_refused_where_it_is_declared(value):
+    with pytest.raises(UserError, match="finite number"):
+        config.resolve("core50_nc", overrides=[f"pretrain.lr={value}"])
+    strategy = config.resolve("core50_nc", overrides=[f"strategy.cwr_star.lr={value}"])
+    params = STRATEGIES.detail("cwr_star", "params")
+    with pytest.raises(UserError, match=r"lr=(inf|-inf|nan) must be finite"):
+        check(params, strategy.strategy_of("cwr_star")[1], owner="strategy.cwr_star")

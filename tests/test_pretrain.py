@@ -317,6 +317,9 @@ def test_load_pretrained_leaves_out_a_resized_classifier(cyclic_run):
         (["--cycles", "0"], "cycles=0"),
         (["--backbone", "resnet_bnn"], "unknown backbone 'resnet_bnn'"),
         (["--pretrain-data", "cifar10"], "unknown pretrain data 'cifar10'"),
+        (["--lr", "nan"], "--lr nan: input should be a finite number"),
+        (["--lr", "inf"], "--lr inf: input should be a finite number"),
+        (["--weight-decay=-inf"], "--weight-decay -inf: input should be a finite number"),
     ],
 )
 def test_bad_pretrain_input_exits_2_with_one_line(options, problem, capsys):

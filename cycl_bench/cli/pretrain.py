@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from cycl_bench.errors import UserError
 from cycl_bench.pretrain.config import STRATEGIES, PretrainConfig
 
 HELP = "pretrain a backbone with a cyclic (or constant) precision schedule"
@@ -86,7 +89,14 @@ def run(args) -> int:
     from cycl_bench.spec import RunSpec
 
     given = {name: getattr(args, f"config_{name}") for name in CONFIG_OPTIONS.values()}
-    config = PretrainConfig(**{name: value for name, value in given.items() if value is not None})
+    given = {name: value for name, value in given.items() if value is not None}
+    try:
+        config = PretrainConfig(**given)
+    except ValidationError as error:  # --lr nan: the option and what it must be
+        first = error.errors()[0]
+        options = {field: option for option, field in CONFIG_OPTIONS.items()}
+        option = options.get(str(first["loc"][0]), str(first["loc"][0]))
+        raise UserError(f"{option} {first['input']!r}: {first['msg'].lower()}") from None
     BACKBONES.get(args.backbone)  # fail on a bad name before loading any data
     check_source(config)
     options = {"data_root": args.data_root} if args.data_root else {}

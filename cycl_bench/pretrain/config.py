@@ -25,7 +25,7 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork")
 class PretrainConfig(BaseModel):
     """Pretraining schedule, optimizer and data; validated, with the paper defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     schedule: Literal["cyclic", "constant", "none"] = "cyclic"
     """cyclic: cosine cycle min..max bits; constant: eval_bits throughout; none: no training."""
