@@ -387,6 +387,28 @@ def test_an_out_among_the_run_models_is_refused(saved_run, capsys):
     assert not (run_dir / "models" / "new.onnx").exists()
 
 
+def test_a_model_that_is_not_the_one_its_results_recorded_is_refused(saved_run, tmp_path, capsys):
+    from test_results import make_results
+
+    from cycl_bench.evaluation.results import write_results
+
+    run_dir, path = saved_run["run_dir"], saved_run["path"]
+    results = make_results()  # seeds 0 and 1
+    recorded = hashlib.sha256(path.read_bytes()).hexdigest()  # the file's, computed here
+    results_file = run_folder.results_path(run_dir, ENTRY)
+    try:
+        for sha, code in ((recorded, 0), ("0" * 64, 2)):
+            seeds = [s.model_copy(update={"model_sha256": sha}) for s in results.per_seed]
+            write_results(results.model_copy(update={"per_seed": seeds}), results_file)
+            out = tmp_path / f"{code}.onnx"
+            assert export_cli(saved_run, out, "onnx", "--limit", "4") == code
+        err = capsys.readouterr().err
+        assert f"{path} is not the model {results_file} was measured with" in err
+        assert not (tmp_path / "2.onnx").exists()
+    finally:
+        results_file.unlink()
+
+
 def test_a_cell_that_has_not_finished_names_the_resume_command(saved_run, tmp_path, capsys):
     config = run_folder.load_run(saved_run["run_dir"])
     assert "cwr_star" in config.strategy

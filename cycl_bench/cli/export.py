@@ -84,7 +84,25 @@ def saved_model_file(run_dir: Path, entry: str, seed: int) -> Path:
             f"no saved model for {entry} seed {seed} in {run_dir / MODELS_DIR} (the cell has "
             f"not finished); continue the run with: python -m cycl_bench run --resume {run_dir}"
         )
+    check_recorded_sha256(run_dir, entry, seed, path)
     return path
+
+
+def check_recorded_sha256(run_dir: Path, entry: str, seed: int, path: Path) -> None:
+    """A UserError when the results file of the entry records another sha256 for this seed's
+    model than the file's: it is not the model those numbers were measured with."""
+    from cycl_bench.evaluation.results import load_results
+    from cycl_bench.export.saved import file_sha256
+
+    results_file = run_folder.results_path(run_dir, entry)
+    if not results_file.is_file():
+        return  # the cell's numbers were never written: nothing to tie the model to
+    recorded = {s.seed: s.model_sha256 for s in load_results(results_file).per_seed}
+    if recorded.get(seed) and recorded[seed] != file_sha256(path):
+        raise UserError(
+            f"{path} is not the model {results_file} was measured with (its sha256 differs from "
+            f"the one recorded there); restore the run's model, or run {entry} again"
+        )
 
 
 def run(args) -> int:
