@@ -288,10 +288,7 @@ def _latent_replay_strategy(
     head_precision = None
     if head_plugin.quantized:
         plugins.append(QuantizedBackprop(model, head_plugin.grad_bits))
-        bits = head["head_bits"]
-        head_precision = HeadPrecision(
-            weight_bits=bits, act_bits=bits, grad_bits=head_plugin.grad_bits, error_bits=bits
-        )
+        head_precision = HeadPrecision.hybrid(head["head_bits"], head_plugin.grad_bits)
     template = LatentReplayTemplate(
         model=model,
         optimizer=make_optimizer(protocol.first_optimizer, model.parameters(), protocol.first_lr),

@@ -46,6 +46,14 @@ class HeadPrecision:
     error_bits: int
     """bits of the error signal delta_q, the output gradient the weight gradient multiplies"""
 
+    @classmethod
+    def hybrid(cls, head_bits: int, grad_bits: int) -> HeadPrecision:
+        """The hybrid update: every product at head_bits x head_bits, the stored weights on the
+        grad_bits grid."""
+        return cls(
+            weight_bits=head_bits, act_bits=head_bits, grad_bits=grad_bits, error_bits=head_bits
+        )
+
     def computed(self) -> LayerPrecision:
         """What the head's products multiply, as the cost accounting reads a layer's bits
         (its gradient bits: those of the output gradient, the error signal)."""

@@ -265,10 +265,7 @@ def _cwr_family(
     template.latent_cache = cache
     head_precision = None
     if plugin.quantized:
-        bits = head["head_bits"]
-        head_precision = HeadPrecision(
-            weight_bits=bits, act_bits=bits, grad_bits=plugin.grad_bits, error_bits=bits
-        )
+        head_precision = HeadPrecision.hybrid(head["head_bits"], plugin.grad_bits)
     return ContinualStrategy(
         name,
         template,
