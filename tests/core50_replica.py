@@ -79,19 +79,23 @@ def nicv2_object_sessions(run: int, n_batches: int) -> list[list[tuple[int, int]
     ]
 
 
+def _test_set(frames: int) -> list[tuple[str, int]]:
+    """Every object of the test sessions (label = object index)."""
+    return [
+        (image_path(s, o, f), o)
+        for s in TEST_SESSIONS
+        for o in range(OBJECTS)
+        for f in range(frames)
+    ]
+
+
 def _nicv2_batches(n_batches: int, run: int, frames: int) -> list[list[tuple[str, int]]]:
     """The run's NICv2 batches (label = object index, as in the real lists), then the test set."""
     batches = [
         [(image_path(s, o, f), o) for o, s in batch for f in range(frames)]
         for batch in nicv2_object_sessions(run, n_batches)
     ]
-    test = [
-        (image_path(s, o, f), o)
-        for s in TEST_SESSIONS
-        for o in range(OBJECTS)
-        for f in range(frames)
-    ]
-    return [*batches, test]
+    return [*batches, _test_set(frames)]
 
 
 def _write_filelist(path: Path, entries: list[tuple[str, int]]) -> None:
@@ -105,13 +109,7 @@ def _ni_batches(run: int, frames: int) -> list[list[tuple[str, int]]]:
     batches = [
         [(image_path(s, o, f), o) for o in range(OBJECTS) for f in range(frames)] for s in order
     ]
-    test = [
-        (image_path(s, o, f), o)
-        for s in TEST_SESSIONS
-        for o in range(OBJECTS)
-        for f in range(frames)
-    ]
-    return [*batches, test]
+    return [*batches, _test_set(frames)]
 
 
 def nc_order(run: int) -> list[int]:
