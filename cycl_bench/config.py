@@ -103,6 +103,10 @@ class ExperimentConfig(_Strict):
     data: str = "real"
     data_root: str | None = None
     device: str = "cpu"
+    threads: int | None = Field(None, ge=1, le=1024, strict=True)
+    """Torch threads every cell trains with, on whichever executor runs it (the order of a
+    float sum, hence a binary network's numbers, depends on it); None: this machine's torch
+    default, resolved and recorded when the run starts (`runner.prepare`)."""
     wandb: Literal["offline", "online", "disabled"] = "offline"
     fast: bool = False
 
@@ -309,15 +313,16 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
-def shipped_protocol(benchmark: str) -> dict[str, Any]:
-    """The protocol the shipped benchmark config defines on real data (no data needed)."""
+def shipped_protocol(benchmark: str, data: str = "real") -> dict[str, Any]:
+    """The protocol the shipped benchmark config defines on `data` ("real" or "synthetic"; no
+    data needed)."""
     from cycl_bench.data import protocol_of
 
     part = BenchmarkConfig.model_validate(load_part("benchmarks", benchmark))
-    return protocol_of(part.name, data="real", seed=part.seed, **part.options_for("real"))
+    return protocol_of(part.name, data=data, seed=part.seed, **part.options_for(data))
 
 
-def shipped_protocol_hash(benchmark: str) -> str:
+def shipped_protocol_hash(benchmark: str, data: str = "real") -> str:
     from cycl_bench.data.base import protocol_hash
 
-    return protocol_hash(shipped_protocol(benchmark))
+    return protocol_hash(shipped_protocol(benchmark, data))

@@ -15,6 +15,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,8 +135,22 @@ def _model_saver(plan: Plan, run_dir: Path, cell: Cell):
     return save
 
 
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op thread count set to `threads` (None: as it is), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class LocalExecutor:
-    """Every cell in this process, in order."""
+    """Every cell in this process, in order, with the config's torch threads."""
 
     def connect(self) -> None:
         """Nothing to start (the same interface as `RayExecutor`)."""
@@ -147,7 +162,9 @@ class LocalExecutor:
         self, plan: Plan, run_dir: Path, checkpoint: Path | None, cells: list[Cell]
     ) -> Iterator[CellOutcome]:
         for cell in cells:
-            yield run_cell(plan, run_dir, checkpoint, cell)
+            with torch_threads(plan.config.threads):
+                outcome = run_cell(plan, run_dir, checkpoint, cell)
+            yield outcome
 
 
 # -- Ray -----------------------------------------------------------------------------------
@@ -209,7 +226,8 @@ def _ray_address(address: str | None) -> str | None:
 
 
 class RayExecutor:
-    """Every cell a Ray task, `workers` at a time, each with an equal share of the cores.
+    """Every cell a Ray task with the config's torch threads (as a local run has them, so the
+    executor never changes a number), `workers` at a time (default: as many as the cores hold).
 
     Without an address it starts Ray on this machine (no dashboard, its logs in Ray's session
     folder) and stops it when closed; with `auto` or HOST:PORT it joins that cluster. The plan
@@ -254,13 +272,12 @@ class RayExecutor:
             ray.shutdown()  # stops a Ray started here; leaves a joined cluster running
         self._connected = False
 
-    def threads_per_cell(self, n_cells: int) -> int:
-        """Cores of the cluster shared by the cells running at once (at least one each)."""
+    def worker_count(self, threads: int) -> int:
+        """Cells at once: `workers`, or as many as the cluster's cores hold at `threads` each."""
         import ray
 
         cores = int(ray.cluster_resources().get("CPU", 1))
-        running = min(self.workers or cores, max(n_cells, 1))
-        return max(1, cores // running)
+        return self.workers or max(1, cores // threads)
 
     def run(
         self, plan: Plan, run_dir: Path, checkpoint: Path | None, cells: list[Cell]
@@ -268,7 +285,7 @@ class RayExecutor:
         import ray
 
         self.connect()
-        threads = self.threads_per_cell(len(cells))
+        threads = plan.config.threads or 1
         task = ray.remote(_cell_task).options(
             num_cpus=threads, max_retries=CELL_RETRIES, retry_exceptions=False
         )
@@ -277,7 +294,7 @@ class RayExecutor:
             ray.put(Path(checkpoint).read_bytes()) if checkpoint is not None else None,
         )
         waiting, running, failures = list(cells), {}, []
-        limit = self.workers or len(cells)
+        limit = self.worker_count(threads)
         try:
             while running or (waiting and not failures):
                 while waiting and not failures and len(running) < limit:

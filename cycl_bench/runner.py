@@ -131,6 +131,10 @@ def prepare(
 
         trainer_launch(config.pretrain, config.device, rerunnable=False)  # devices, strategy
     config = resolve_parameters(config)
+    if config.threads is None:
+        import torch
+
+        config = config.model_copy(update={"threads": torch.get_num_threads()})
     if resume is not None:
         for entry in config.strategy:
             run_folder.finished_seeds(resume, config, entry, protocol_hash(protocol))

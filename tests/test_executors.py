@@ -1,10 +1,11 @@
 """Cells on Ray: the same results files as in-process, resume, a killed worker, bad input.
 
 One Ray instance (started by `RayExecutor.connect`, 2 workers) serves the module: a run reuses
-a Ray this process already started and leaves it running. The reference is the local executor
-with as many torch threads as each Ray worker gets (float sums depend on the thread count).
+a Ray this process already started and leaves it running. The runs give `threads=1` (2 cells at
+once on 2 cores); the reference is the local executor given the same config.
 """
 
+import json
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ import torch
 from test_runner import SMALL, interrupt_after, matrices, only_run_dir
 
 from cycl_bench.cli import main
-from cycl_bench.executors import RayExecutor, available_cores
+from cycl_bench.executors import RayExecutor
 
 CELLS = ["--strategy", "cwr_star", "hq_cwr_star", "--seeds", "0", "1"]  # 4 cells
 ENTRIES = ("cwr_star", "hq_cwr_star")
@@ -25,7 +26,9 @@ STARTED = re.compile(r"(\w+) seed (\d+): started in process (\d+)")
 
 
 def run_cli(*args: str) -> int:
-    return main(["run", "core50_nc", "--data", "synthetic", "--fast", *CELLS, *args, *SMALL])
+    return main(
+        ["run", "core50_nc", "--data", "synthetic", "--fast", *CELLS, *args, *SMALL, "threads=1"]
+    )
 
 
 def started_cells(run_dir: Path) -> list[tuple[str, int, int]]:
@@ -53,11 +56,8 @@ def ray_run(tmp_path_factory, ray_instance):
 def local_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, available_cores() // 2))  # what each of 2 Ray workers gets
-    try:
-        assert run_cli("--wandb", "disabled", "--out", str(out)) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert run_cli("--wandb", "disabled", "--out", str(out)) == 0
+    assert torch.get_num_threads() == threads  # the cells' count is set per cell, then restored
     return only_run_dir(out)
 
 
@@ -65,6 +65,26 @@ def test_a_ray_run_writes_the_results_of_the_local_executor(ray_run, local_run):
     for entry in ENTRIES:
         assert matrices(ray_run, entry) == matrices(local_run, entry)  # matrices and BitOPs
         assert len(matrices(ray_run, entry)) == 2
+
+
+def test_the_thread_count_is_recorded_and_each_cell_ran_with_it(ray_run, local_run):
+    for run_dir in (ray_run, local_run):
+        assert "threads: 1\n" in (run_dir / "config.yaml").read_text()
+        for entry in ENTRIES:
+            results = json.loads((run_dir / "results" / f"{entry}.json").read_text())
+            assert results["config"]["threads"] == 1
+            assert all("1 torch threads" in seed["device"] for seed in results["per_seed"])
+
+
+def test_an_unset_thread_count_resolves_to_torch_default(tmp_path):
+    from cycl_bench import config, runner
+
+    raw = config.resolve(
+        "core50_nc", data="synthetic", fast=True, overrides=SMALL, strategies=["cwr_star"]
+    )
+    assert raw.threads is None
+    plan = runner.prepare(raw)
+    assert plan.config.threads == torch.get_num_threads()
 
 
 def test_every_cell_ran_in_a_ray_worker_with_its_own_wandb_run(ray_run):
