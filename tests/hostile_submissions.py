@@ -604,8 +604,8 @@ def unregistered_strategy(root, level):
 
 
 @attack("$.results.benchmark.data_source", "only runs on real data")
-def synthetic_data(root, level):
-    return write(root, make_submission("Synthetic", level=level, data_source="synthetic"))
+def folder_data(root, level):
+    return write(root, make_submission("Own images", level=level, data_source="folder"))
 
 
 @attack("$", "its benchmark is 'core50_nc'")

@@ -242,7 +242,7 @@ def test_a_failing_build_leaves_the_previous_site_as_it_was(repository, monkeypa
     assert build(submissions, out) == 0
     before = snapshot(out)
 
-    def broken(submissions, out):
+    def broken(submissions, out, records=None):
         (out / "half.html").write_text("half a site\n")
         raise RuntimeError("disk full")
 

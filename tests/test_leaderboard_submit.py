@@ -60,11 +60,11 @@ def test_submit_refuses_a_name_that_is_a_path(tmp_path, capsys):
     assert not (tmp_path / "submissions").exists()
 
 
-def test_submit_refuses_synthetic_results_and_leaves_no_file(tmp_path, capsys):
-    code = submit(tmp_path, results_file(tmp_path, data_source="synthetic"), "--name", "Synth")
+def test_submit_refuses_folder_results_and_leaves_no_file(tmp_path, capsys):
+    code = submit(tmp_path, results_file(tmp_path, data_source="folder"), "--name", "Own")
     assert code == 1
     assert "only runs on real data" in capsys.readouterr().out
-    assert not (tmp_path / "submissions" / "core50_nc" / "synth.json").exists()
+    assert not (tmp_path / "submissions" / "core50_nc" / "own.json").exists()
 
 
 def test_submit_does_not_overwrite_an_entry_without_update(tmp_path, capsys):
@@ -117,8 +117,8 @@ def test_a_failing_update_leaves_the_existing_entry_as_it_was(tmp_path, capsys):
     assert submit(tmp_path, results_file(tmp_path), "--name", "Stable") == 0
     path = tmp_path / "submissions" / "core50_nc" / "stable.json"
     before = path.read_bytes()
-    synthetic = results_file(tmp_path, data_source="synthetic")
-    assert submit(tmp_path, synthetic, "--name", "Stable", "--update") == 1
+    own_images = results_file(tmp_path, data_source="folder")
+    assert submit(tmp_path, own_images, "--name", "Stable", "--update") == 1
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["stable.json"]
 

@@ -83,8 +83,8 @@ def make_results(
             name=benchmark,
             scenario="nc",
             data_source=data_source,
-            protocol_hash=shipped_protocol_hash(benchmark),
-            protocol=shipped_protocol(benchmark),
+            protocol_hash=shipped_protocol_hash(benchmark, _track(data_source)),
+            protocol=shipped_protocol(benchmark, _track(data_source)),
             n_experiences=len(matrices[0]),
             test_sizes=test_sizes,
         ),
@@ -101,6 +101,11 @@ def make_results(
         per_seed=per_seed,
         summary=summary_of(per_seed),
     )
+
+
+def _track(data_source: str) -> str:
+    """The shipped protocol a run on `data_source` has (a folder run: the real one, refused)."""
+    return data_source if data_source in ("real", "synthetic") else "real"
 
 
 def summary_of(per_seed: list[SeedResult]) -> dict[str, Stat]:

@@ -66,9 +66,40 @@ def test_nan_fails(tmp_path):
     assert_fails(path, "$.results.per_seed[0].train_time_s", "finite number")
 
 
-def test_synthetic_results_are_refused(tmp_path):
-    path = write_submission(tmp_path, make_submission(data_source="synthetic"))
+def test_folder_results_are_refused(tmp_path):
+    path = write_submission(tmp_path, make_submission(data_source="folder"))
     assert_fails(path, "$.results.benchmark.data_source", "only runs on real data")
+
+
+def test_synthetic_results_are_the_reference_track(tmp_path):
+    path = write_submission(tmp_path, make_submission(data_source="synthetic"))
+    [checked] = validate([path])
+    assert checked.ok, checked.problems
+
+
+def test_a_synthetic_run_must_have_the_shipped_synthetic_protocol(tmp_path):
+    data = make_submission(data_source="synthetic")
+    real = make_submission()["results"]["benchmark"]
+    data["results"]["benchmark"]["protocol"] = real["protocol"]
+    data["results"]["benchmark"]["protocol_hash"] = real["protocol_hash"]
+    path = write_submission(tmp_path, data)
+    assert_fails(path, "$.results.benchmark.protocol_hash", "not the shipped protocol's hash")
+
+
+def test_models_list_every_seed_once(tmp_path):
+    sha = "ab" * 32
+    data = make_submission()
+    data["models"] = [
+        {"seed": 0, "sha256": sha},
+        {"seed": 0, "sha256": sha},
+        {"seed": 7, "sha256": sha},
+    ]
+    path = write_submission(tmp_path, data)
+    [checked] = validate([path])
+    reasons = [str(problem) for problem in checked.problems]
+    assert "$.models[1].seed: seed 0 repeats" in reasons
+    assert "$.models[2].seed: seed 7 is not in the results" in reasons
+    assert any(r.startswith("$.models: no model for seed(s) 1, 2") for r in reasons)
 
 
 def test_two_seeds_are_not_enough(tmp_path):
@@ -206,14 +237,14 @@ def test_an_unchanged_entry_passes_the_base_check(committed_entry):
 
 def test_cli_validate_prints_each_failure_and_exits_1(tmp_path, capsys):
     good = write_submission(tmp_path, make_submission(name="Good"))
-    data = make_submission(name="Bad", level=0.6, n_seeds=2, data_source="synthetic")
+    data = make_submission(name="Bad", level=0.6, n_seeds=2, data_source="folder")
     bad = write_submission(tmp_path, data)
     assert main(["leaderboard", "validate", str(good), str(bad)]) == 1
     out = capsys.readouterr().out
     assert f"ok   {good}" in out
     assert f"FAIL {bad}" in out
     assert "$.results.per_seed: 2 seed(s); at least 3 are required" in out
-    assert "$.results.benchmark.data_source: 'synthetic' data" in out
+    assert "$.results.benchmark.data_source: 'folder' data" in out
 
 
 def test_cli_validate_passes_a_folder_of_good_files(tmp_path, capsys):

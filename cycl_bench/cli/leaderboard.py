@@ -1,4 +1,5 @@
-"""`leaderboard validate` checks submission files; `leaderboard build` writes the static site."""
+"""`leaderboard validate` checks submission files, `leaderboard verify` re-evaluates their models
+and `leaderboard build` writes the static site."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 from cycl_bench.errors import UserError
 
-HELP = "validate leaderboard submissions or build the static leaderboard site"
+HELP = "validate, verify (re-evaluate models) or build the static leaderboard site"
 DEFAULT_SUBMISSIONS = Path("leaderboard/submissions")
+DEFAULT_MODELS = Path("leaderboard/models")
+DEFAULT_RECORDS = Path("leaderboard/verifications")
 
 
 def add_arguments(parser):
@@ -29,6 +32,42 @@ def add_arguments(parser):
         help="git ref to compare existing entries with (default: origin/main when it exists)",
     )
     validate.set_defaults(action_run=run_validate)
+    verify = actions.add_parser(
+        "verify",
+        help="re-evaluate each entry's models against its numbers; exit 1 if any differs",
+        description=(
+            "Re-evaluate the final models of reproduced entries on their streams and compare "
+            "with each file's last accuracy row; write a verification record per entry."
+        ),
+    )
+    verify.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        help=f"submission files or folders (default: {DEFAULT_SUBMISSIONS})",
+    )
+    verify.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help=f"folder of models as <benchmark>/<entry>-seed<k>.pt (default: {DEFAULT_MODELS} "
+        "when it exists); a model not there is fetched from its URL",
+    )
+    verify.add_argument("--data-root", type=Path, help="where datasets live ($CYCL_BENCH_DATA)")
+    verify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default: cpu)")
+    verify.add_argument(
+        "--records",
+        type=Path,
+        default=DEFAULT_RECORDS,
+        help=f"folder for verification records (default: {DEFAULT_RECORDS})",
+    )
+    verify.add_argument("--cache-dir", type=Path, help="download and checkpoint cache")
+    verify.add_argument(
+        "--rerun",
+        action="store_true",
+        help="also retrain the first seed from the recorded config and compare the whole matrix",
+    )
+    verify.set_defaults(action_run=run_verify)
     build = actions.add_parser(
         "build",
         help="build the static site from valid submissions",
@@ -45,6 +84,12 @@ def add_arguments(parser):
         type=Path,
         default=Path("leaderboard/site"),
         help="output folder: new, empty, or a site an earlier build made (then replaced)",
+    )
+    build.add_argument(
+        "--verifications",
+        type=Path,
+        default=DEFAULT_RECORDS,
+        help=f"verification records of `verify` (default: {DEFAULT_RECORDS}; none: no badge)",
     )
     build.set_defaults(action_run=run_build)
 
@@ -81,6 +126,70 @@ def run_validate(args) -> int:
     return _report(validate(files, base=base))
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    kind, _, index = device.partition(":")
+    if device != "cpu" and (kind != "cuda" or (index and not index.isdigit())):
+        raise UserError(f"--device {device} is not cpu, cuda or cuda:N; use one of them")
+    if kind == "cuda" and int(index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s)")
+
+
+def _folder_for_records(records: Path) -> None:
+    if records.is_symlink() or (records.exists() and not records.is_dir()):
+        raise UserError(f"--records {records} is not a folder; give a folder for the records")
+
+
+def run_verify(args) -> int:
+    from cycl_bench.data.base import default_data_root
+    from cycl_bench.leaderboard.submission import ReproducedSubmission
+    from cycl_bench.leaderboard.validate import submission_files, validate
+    from cycl_bench.leaderboard.verify import verify_submission, write_record
+    from cycl_bench.spec import default_cache_dir
+
+    _check_device(args.device)
+    _folder_for_records(args.records)
+    if args.models is not None and not args.models.is_dir():
+        raise UserError(f"--models {args.models} is not a folder of models")
+    models = args.models or (DEFAULT_MODELS if DEFAULT_MODELS.is_dir() else None)
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    paths = args.paths or [_default_folder(DEFAULT_SUBMISSIONS)]
+    counts = {"verified": 0, "drifted": 0, "failed": 0, "skipped": 0}
+    for item in validate(submission_files(paths)):
+        if not item.ok:
+            counts["failed"] += 1
+            print(f"FAILED   {item.path}: does not validate ({item.problems[0]})")
+            continue
+        if not isinstance(item.submission, ReproducedSubmission):
+            continue  # claimed numbers have no model
+        outcome = verify_submission(
+            item.path,
+            item.submission,
+            models=models,
+            data_root=args.data_root or default_data_root(),
+            cache=cache,
+            device=args.device,
+            rerun=args.rerun,
+        )
+        counts[outcome.status] += 1
+        if outcome.record is None:
+            print(f"skipped  {item.path}: {outcome.skipped}")
+            continue
+        written = write_record(args.records, item.submission, outcome.record)
+        record = outcome.record
+        if record.status == "verified":
+            worst = max(check.max_difference_images or 0 for check in record.seeds)
+            print(
+                f"verified {item.path}: {len(record.seeds)} seed(s), largest difference "
+                f"{worst} image(s); record {written}"
+            )
+        else:
+            print(f"{record.status.upper():8} {item.path}: {record.reason}; record {written}")
+    print(", ".join(f"{n} {status}" for status, n in counts.items()))
+    return 1 if counts["drifted"] or counts["failed"] else 0
+
+
 def _check_apart(out: Path, submissions: Path) -> None:
     """The site never goes into the submissions folder, nor replaces a folder that holds it."""
     real_out, real_submissions = out.resolve(), submissions.resolve()
@@ -107,7 +216,8 @@ def run_build(args) -> int:
         _report(checked)
         print("not building: fix the submissions above first")
         return 1
-    pages = build_site([(item.path, item.submission) for item in checked], args.out)
+    records = args.verifications if args.verifications.is_dir() else None
+    pages = build_site([(item.path, item.submission) for item in checked], args.out, records)
     print(f"built {len(pages)} pages from {len(checked)} submission(s) into {args.out}")
     print(f"open {(args.out / 'index.html').resolve().as_uri()}")
     return 0

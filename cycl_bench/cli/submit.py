@@ -3,6 +3,12 @@
 The file lands at `leaderboard/submissions/<benchmark>/<slug of the name>.json` once it passes
 the checks the pull request's CI runs; a failing submission is never written, and an existing
 entry is replaced only with --update.
+
+When the results file's run folder holds each seed's saved model (with the sha256 the results
+record), the submission lists them (`models`: seed, sha256, and with `--models-url` where to
+fetch them), so that `leaderboard verify` can re-evaluate them. `--models-out DIR` writes their
+packed form (1-bit weights as bits) to `DIR/<benchmark>/<slug>-seed<k>.pt`, and the submission
+lists those files.
 """
 
 from __future__ import annotations
@@ -44,6 +50,15 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--update", action="store_true", help="replace an existing entry of the same name"
+    )
+    parser.add_argument(
+        "--models-out",
+        type=Path,
+        help="write each seed's model, packed, to DIR/<benchmark>/<slug>-seed<k>.pt and list those",
+    )
+    parser.add_argument(
+        "--models-url",
+        help="http(s) folder the models will be fetched from: URL/<benchmark>/<slug>-seed<k>.pt",
     )
     parser.add_argument(
         "--submissions",
@@ -95,6 +110,50 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
+def _saved_models(result: Path, results) -> list[tuple[int, Path]]:
+    """(seed, saved model file) of every seed, from the run folder the results file is in;
+    empty when the run saved none (an older run). A file whose sha256 is not the recorded one
+    is a UserError: it is not the model the numbers were measured with."""
+    from cycl_bench.export.saved import file_sha256
+
+    run_dir = result.resolve().parent.parent
+    found = []
+    for seed in results.per_seed:
+        if seed.model_file is None or seed.model_sha256 is None:
+            return []
+        path = run_dir / seed.model_file
+        if not path.is_file():
+            raise UserError(
+                f"{path} is missing: the results file records seed {seed.seed}'s model there"
+            )
+        if file_sha256(path) != seed.model_sha256:
+            raise UserError(
+                f"{path} is not the model {result} was measured with (its sha256 differs "
+                "from the recorded one)"
+            )
+        found.append((seed.seed, path))
+    return found
+
+
+def _models(args, results, name: str, staging: Path) -> list[dict]:
+    """The submission's `models`; packed copies go to `staging` (moved into place later)."""
+    from cycl_bench.export.saved import file_sha256, pack_saved_model
+    from cycl_bench.leaderboard.submission import model_file_name
+
+    listed = []
+    for seed, path in _saved_models(args.result, results):
+        relative = model_file_name(results.benchmark.name, name, seed)
+        if args.models_out is not None:
+            sha256 = pack_saved_model(path, staging / relative)
+        else:
+            sha256 = file_sha256(path)
+        model = {"seed": seed, "sha256": sha256}
+        if args.models_url:
+            model["url"] = f"{args.models_url.rstrip('/')}/{relative}"
+        listed.append(model)
+    return listed
+
+
 def run(args) -> int:
     from cycl_bench.evaluation.results import load_results
     from cycl_bench.leaderboard.submission import SUBMISSION_VERSION, entry_file_name
@@ -105,20 +164,40 @@ def run(args) -> int:
     path = _target(args.submissions, entry_file_name(results.benchmark.name, entry.name))
     if path.exists() and not args.update:
         raise UserError(f"{path} already exists; pass --update to replace it or choose a --name")
-    submission = {
-        "submission_version": SUBMISSION_VERSION,
-        "status": "reproduced",
-        "entry": entry.model_dump(mode="json"),
-        "results": results.model_dump(mode="json"),
-    }
-    text = json.dumps(submission, indent=2, ensure_ascii=False) + "\n"
-    checked = validate_new(path, text.encode("utf-8"))
-    if not checked.ok:
-        print(f"not submitted: {args.result} fails the leaderboard checks")
-        for problem in checked.problems:
-            print(f"  {problem}")
-        return 1
+    if args.models_out is not None and args.models_out.exists() and not args.models_out.is_dir():
+        raise UserError(f"--models-out {args.models_out} is a file; give a folder")
+    with tempfile.TemporaryDirectory() as staging:
+        models = _models(args, results, entry.name, Path(staging))
+        submission = {
+            "submission_version": SUBMISSION_VERSION,
+            "status": "reproduced",
+            "entry": entry.model_dump(mode="json"),
+            "results": results.model_dump(mode="json"),
+            **({"models": models} if models else {}),
+        }
+        text = json.dumps(submission, indent=2, ensure_ascii=False) + "\n"
+        checked = validate_new(path, text.encode("utf-8"))
+        if not checked.ok:
+            print(f"not submitted: {args.result} fails the leaderboard checks")
+            for problem in checked.problems:
+                print(f"  {problem}")
+            return 1
+        if args.models_out is not None:
+            for packed in sorted(Path(staging).rglob("*.pt")):
+                target = args.models_out / packed.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy(packed, target)
+                print(f"wrote {target}")
     _write_atomically(path, text)
-    print(f"wrote {path}")
+    print(f"wrote {path}" + (f" (with {len(models)} model(s))" if models else ""))
     print("next: commit it and open a pull request; CI runs `leaderboard validate` on it")
     return 0
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy next to `target`, then rename: a reader never sees half a model."""
+    import shutil
+
+    partial = target.with_suffix(".pt.part")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)

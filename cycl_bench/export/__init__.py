@@ -1,7 +1,8 @@
 """Trained models out of the suite: saved per (strategy entry, seed) cell, exported to QONNX or
 ONNX, checked against PyTorch.
 
-- `saved`: `save_model` / `load_model`, one file per cell under `<run folder>/models/`.
+- `saved`: `save_model` / `load_model`, one file per cell under `<run folder>/models/`, and
+  `pack_saved_model`, its bit-packed form for distribution.
 - `deployed`: the deployed network rebuilt from fixed parts an exporter understands.
 - `formats`: `qonnx` and `onnx` export, and a predictor that runs each exported graph.
 - `check`: exported predictions against PyTorch's on the stream's test set.
@@ -16,6 +17,7 @@ from cycl_bench.export.saved import (
     file_sha256,
     load_model,
     model_path,
+    pack_saved_model,
     save_model,
 )
 
@@ -25,5 +27,6 @@ __all__ = [
     "file_sha256",
     "load_model",
     "model_path",
+    "pack_saved_model",
     "save_model",
 ]

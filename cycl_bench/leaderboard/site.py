@@ -5,6 +5,11 @@ charts as inline SVG. Jinja2 autoescaping covers every value that comes from a s
 
 A build replaces only a folder that an earlier build made (it carries STAMP) or an empty one:
 anything else is someone's files, and the build refuses to touch it.
+
+Three tiers: claimed (quoted), reproduced (a results file whose numbers its matrices give) and
+verified (its models re-evaluated give its numbers: a record of `leaderboard verify` for the file
+as it is now). Reproduced entries are shown per track: real data, and the suite's synthetic
+reference streams, in tables of their own, each row labelled.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from cycl_bench.evaluation.results import SUMMARY_KEYS
 from cycl_bench.leaderboard import svg
 from cycl_bench.leaderboard.submission import ReproducedSubmission, Submission
 from cycl_bench.leaderboard.table import Row, ranked, row_of, to_csv, to_json
+from cycl_bench.leaderboard.verify import VerificationRecord, file_sha256, read_record, record_path
 
 STAMP = ".cycl-bench-site"
+TRACKS = ("real", "synthetic")
 
 
 @dataclass
@@ -35,6 +42,7 @@ class Entry:
     submission: Submission
     row: Row
     source_file: Path
+    record: VerificationRecord | None = None
 
     @property
     def page(self) -> str:
@@ -70,13 +78,25 @@ def _copy_static(out: Path) -> None:
             (target / item.name).write_bytes(item.read_bytes())
 
 
-def _pareto(entries: list[Entry]) -> str | None:
+def _pareto(entries: list[Entry], track: str) -> str | None:
     points = [
         (e.row.name, e.row.train_bitops, e.row.final_accuracy, e.page)
         for e in entries
-        if e.row.status == "reproduced" and e.row.train_bitops
+        if e.row.status == "reproduced" and e.row.track == track and e.row.train_bitops
     ]
     return svg.pareto_plot(points) if points else None
+
+
+def current_record(
+    path: Path, submission: Submission, records: Path | None
+) -> VerificationRecord | None:
+    """The verification record of the submission file as it is now (None: not verified)."""
+    if records is None or not isinstance(submission, ReproducedSubmission):
+        return None
+    record = read_record(record_path(records, submission))
+    if record is None or record.submission_sha256 != file_sha256(path):
+        return None
+    return record
 
 
 def _entry_charts(submission: ReproducedSubmission) -> dict[str, str]:
@@ -111,8 +131,11 @@ def check_output_folder(out: Path) -> None:
         )
 
 
-def build_site(submissions: list[tuple[Path, Submission]], out: Path) -> list[Path]:
-    """Write the site into `out` and return its pages.
+def build_site(
+    submissions: list[tuple[Path, Submission]], out: Path, records: Path | None = None
+) -> list[Path]:
+    """Write the site into `out` and return its pages; `records`: the folder of verification
+    records (`leaderboard verify`), None for none.
 
     The site is built in a new folder next to `out` and moved into place at the end, so a
     failed build leaves `out` as it was. Raises UserError when `out` is not ours to replace.
@@ -122,7 +145,7 @@ def build_site(submissions: list[tuple[Path, Submission]], out: Path) -> list[Pa
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a site is for reading
     try:
-        pages = _render(submissions, staging)
+        pages = _render(submissions, staging, records)
         (staging / STAMP).write_text("built by `cycl_bench leaderboard build`\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -133,21 +156,46 @@ def build_site(submissions: list[tuple[Path, Submission]], out: Path) -> list[Pa
     return [out / page.relative_to(staging) for page in pages]
 
 
-def _render(submissions: list[tuple[Path, Submission]], out: Path) -> list[Path]:
+def _tracks(entries: list[Entry]) -> list[dict]:
+    """Per track: its verified rows, its other reproduced rows and its plot (real first; the
+    synthetic track only when it has entries)."""
+    tracks = []
+    for track in TRACKS:
+        rows = [e.row for e in entries if e.row.status == "reproduced" and e.row.track == track]
+        if track != "real" and not rows:
+            continue
+        tracks.append(
+            {
+                "name": track,
+                "id": "" if track == "real" else f"{track}-",
+                "verified": ranked([row for row in rows if row.tier == "verified"]),
+                "reproduced": ranked([row for row in rows if row.tier != "verified"]),
+                "pareto": _pareto(entries, track),
+            }
+        )
+    return tracks
+
+
+def _render(
+    submissions: list[tuple[Path, Submission]], out: Path, records: Path | None = None
+) -> list[Path]:
     env = _environment()
     _copy_static(out)
     by_benchmark: dict[str, list[Entry]] = defaultdict(list)
     for path, submission in submissions:
-        by_benchmark[submission.benchmark].append(Entry(submission, row_of(submission), path))
+        record = current_record(path, submission, records)
+        entry = Entry(submission, row_of(submission, record), path, record)
+        by_benchmark[submission.benchmark].append(entry)
     common = {"version": __version__}
     pages = []
     benchmarks = []
     for name in sorted(by_benchmark):
         entries = by_benchmark[name]
-        reproduced = ranked([e.row for e in entries if e.row.status == "reproduced"])
+        tracks = _tracks(entries)
         claimed = ranked([e.row for e in entries if e.row.status == "claimed"])
         downloads = {}
-        for kind, rows in (("reproduced", reproduced), ("claimed", claimed)):
+        tables = [(f"{t['id']}reproduced", t["verified"] + t["reproduced"]) for t in tracks]
+        for kind, rows in (*tables, ("claimed", claimed)):
             for fmt, text in (("csv", to_csv(rows)), ("json", to_json(rows))):
                 file_name = f"{name}/{name}-{kind}.{fmt}"
                 _write(out / file_name, text)
@@ -158,15 +206,18 @@ def _render(submissions: list[tuple[Path, Submission]], out: Path) -> list[Path]
             env.get_template("benchmark.html").render(
                 root="",
                 benchmark=name,
-                reproduced=reproduced,
+                tracks=tracks,
                 claimed=claimed,
                 downloads=downloads,
-                pareto=_pareto(entries),
                 **common,
             ),
         )
         pages.append(page)
-        benchmarks.append({"name": name, "reproduced": len(reproduced), "claimed": len(claimed)})
+        counts = {"claimed": len(claimed)}
+        for track in tracks:
+            counts[f"{track['id']}verified"] = len(track["verified"])
+            counts[f"{track['id']}reproduced"] = len(track["reproduced"])
+        benchmarks.append({"name": name, **counts})
         for entry in entries:
             raw = f"{name}/{entry.row.slug}.json"
             shutil.copyfile(entry.source_file, out / raw)
@@ -185,6 +236,7 @@ def _render(submissions: list[tuple[Path, Submission]], out: Path) -> list[Path]
                     submission=entry.submission,
                     row=entry.row,
                     raw_file=entry.row.slug + ".json",
+                    record=entry.record,
                     summary_keys=SUMMARY_KEYS,
                     charts=charts,
                     **common,

@@ -2,6 +2,8 @@
 
 Reproduced entries embed a full results file (schema v1 of `cycl_bench.evaluation.results`, as
 tightened in `accepted`): the site shows only numbers recomputed from its raw accuracy matrices.
+They may list each seed's final model (`models`: sha256 and where to get it), which `leaderboard
+verify` re-evaluates: an entry whose models give its last accuracy row is *verified*.
 Claimed entries quote summary numbers from a paper or an external leaderboard, with the source
 and what it measured.
 """
@@ -72,15 +74,32 @@ class EntryInfo(_Model):
     update: bool = False
 
 
+class SubmittedModel(_Model):
+    """One seed's final model: a saved-model file (a run's `models/<entry>-seed<k>.pt`, or its
+    packed form), found as `<benchmark>/<entry slug>-seed<k>.pt` in a models folder or fetched
+    from `url`, and accepted only when its sha256 is this one."""
+
+    seed: int = Field(ge=0, le=2**32 - 1)
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    url: HttpUrl | None = None
+
+
 class ReproducedSubmission(_Model):
     submission_version: Literal[1] = SUBMISSION_VERSION
     status: Literal["reproduced"] = "reproduced"
     entry: EntryInfo
     results: AcceptedResults
+    # each seed's final model, for `leaderboard verify` (none: the entry stays "reproduced")
+    models: list[SubmittedModel] = Field(default_factory=list, max_length=100)
 
     @property
     def benchmark(self) -> str:
         return self.results.benchmark.name
+
+    @property
+    def track(self) -> str:
+        """'real' or 'synthetic': the suite's offline reference streams have their own tables."""
+        return self.results.benchmark.data_source
 
 
 class ClaimedNumbers(_Model):
@@ -131,6 +150,11 @@ def slugify(name: str) -> str:
     ascii_name = folded.encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
     return slug[:MAX_NAME_LENGTH].strip("-")
+
+
+def model_file_name(benchmark: str, name: str, seed: int) -> str:
+    """`<benchmark>/<slug of the entry name>-seed<k>.pt`, relative to a models folder."""
+    return f"{benchmark}/{slugify(name)}-seed{seed}.pt"
 
 
 def entry_file_name(benchmark: str, name: str) -> str:

@@ -2,6 +2,9 @@
 
 Reproduced rows take every number from the results summary (itself checked against the raw
 matrices by the validator); claimed rows carry the source's numbers and leave the rest empty.
+A reproduced row's `tier` is "verified" while a verification record says its models give its
+numbers for the file as it is (`verify`); its `track` is the data it ran on (real, or the
+suite's synthetic reference streams, never ranked together).
 """
 
 from __future__ import annotations
@@ -41,11 +44,32 @@ class Row:
     source_url: str | None
     deviations: list[str] = field(default_factory=list)
     """how a reproduced entry's parameters depart from its strategy's paper (a variant)"""
+    track: str = ""
+    """'real' or 'synthetic' for reproduced rows"""
+    tier: str = ""
+    """'claimed', 'reproduced' or 'verified'"""
+    verification: str = ""
+    """a reproduced row's: 'verified', 'drifted', 'failed', 'not verified yet', 'no models'"""
+    verified_on: str | None = None
+    verification_note: str = ""
 
 
-def row_of(submission: Submission) -> Row:
+def _verification(submission: ReproducedSubmission, record) -> dict[str, str | None]:
+    if record is None:
+        state = "not verified yet" if submission.models else "no models"
+        return {"verification": state, "verified_on": None, "verification_note": ""}
+    return {
+        "verification": record.status,
+        "verified_on": record.date,
+        "verification_note": record.reason,
+    }
+
+
+def row_of(submission: Submission, record=None) -> Row:
+    """The row of `submission`; `record`: its current verification record, if any."""
     entry = submission.entry
     if isinstance(submission, ReproducedSubmission):
+        verification = _verification(submission, record)
         results, summary = submission.results, submission.results.summary
         method = results.method
         return Row(
@@ -68,6 +92,9 @@ def row_of(submission: Submission) -> Row:
             same_protocol=True,
             source_url=entry.paper_url or entry.code_url,
             deviations=[item for item in method.deviations if "(paper:" in item],
+            track=submission.track,
+            tier="verified" if verification["verification"] == "verified" else "reproduced",
+            **verification,
         )
     assert isinstance(submission, ClaimedSubmission)
     numbers = submission.numbers
@@ -90,6 +117,7 @@ def row_of(submission: Submission) -> Row:
         runs=numbers.runs,
         same_protocol=submission.same_protocol,
         source_url=submission.source.url,
+        tier="claimed",
     )
 
 

@@ -1,6 +1,7 @@
 """Check submission files: every failure is reported with its JSON path and a one-line reason.
 
-Reproduced entries must be real-data runs of registered components on the shipped protocol,
+Reproduced entries must be runs of registered components on the shipped protocol, on real data
+or (the suite's offline reference track, shown apart) the synthetic source,
 with at least three seeds, every number finite and within its physical range (see `accepted`),
 and every derived number must follow from the raw accuracy matrices. Claimed entries are checked
 for shape, ranges, sources and links. No entry may repeat another one, however it is disguised.
@@ -30,6 +31,7 @@ from cycl_bench.leaderboard.submission import (
     slugify,
 )
 
+TRACKS = ("real", "synthetic")  # data sources accepted, each shown in its own tables
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MIN_SEEDS = 3
 MAX_PROBLEMS = 20  # per file: a hostile file can break thousands of fields
@@ -195,7 +197,8 @@ def _canonical(value: Any) -> str:
 
 
 def _check_protocol(benchmark) -> list[Problem]:
-    """The stored protocol hashes to the stored hash, and both are the shipped protocol's."""
+    """The stored protocol hashes to the stored hash, and both are the shipped protocol's (on the
+    submission's data source)."""
     from cycl_bench.config import shipped_protocol
     from cycl_bench.data.base import protocol_hash
 
@@ -204,7 +207,7 @@ def _check_protocol(benchmark) -> list[Problem]:
     if protocol_hash(benchmark.protocol) != benchmark.protocol_hash:
         reason = f"does not hash to protocol_hash '{benchmark.protocol_hash}'"
         problems.append(Problem(f"{where}.protocol", reason))
-    shipped = shipped_protocol(benchmark.name)
+    shipped = shipped_protocol(benchmark.name, benchmark.data_source)
     if benchmark.protocol_hash != protocol_hash(shipped):
         reason = (
             f"'{benchmark.protocol_hash}' is not the shipped protocol's hash "
@@ -242,11 +245,14 @@ def _check_reproduced(submission: ReproducedSubmission) -> list[Problem]:
     ):
         if not _registered(kind, name):
             problems.append(Problem(f"$.{where}", f"'{name}' is not a registered name"))
-    if _registered("BENCHMARKS", benchmark.name):
-        problems.extend(_check_protocol(benchmark))
-    if benchmark.data_source != "real":
-        reason = f"'{benchmark.data_source}' data; only runs on real data are accepted"
+    if benchmark.data_source not in TRACKS:
+        reason = (
+            f"'{benchmark.data_source}' data; only runs on real data (or the synthetic source, "
+            "for the reference track) are accepted"
+        )
         problems.append(Problem("$.results.benchmark.data_source", reason))
+    elif _registered("BENCHMARKS", benchmark.name):
+        problems.extend(_check_protocol(benchmark))
     if results.fast:
         problems.append(Problem("$.results.fast", "fast (smoke-test) runs are not accepted"))
     seeds = [seed.seed for seed in results.per_seed]
@@ -258,6 +264,26 @@ def _check_reproduced(submission: ReproducedSubmission) -> list[Problem]:
             problems.append(Problem(f"$.results.per_seed[{index}].seed", f"seed {seed} repeats"))
     for where, reason in derived_mismatches(results):
         problems.append(Problem(f"$.results.{where}", reason))
+    return problems + _check_models(submission, seeds)
+
+
+def _check_models(submission: ReproducedSubmission, seeds: list[int]) -> list[Problem]:
+    """Either no models, or one per seed of the results, each seed once."""
+    if not submission.models:
+        return []
+    problems = []
+    listed = [model.seed for model in submission.models]
+    for index, seed in enumerate(listed):
+        if seed in listed[:index]:
+            problems.append(Problem(f"$.models[{index}].seed", f"seed {seed} repeats"))
+        elif seed not in seeds:
+            problems.append(
+                Problem(f"$.models[{index}].seed", f"seed {seed} is not in the results")
+            )
+    missing = [seed for seed in seeds if seed not in listed]
+    if missing:
+        reason = f"no model for seed(s) {', '.join(map(str, missing))}; list every seed's or none"
+        problems.append(Problem("$.models", reason))
     return problems
 
 

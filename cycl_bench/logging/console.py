@@ -36,7 +36,8 @@ MEMORY_NOTE = (
 FAST_NOTE = "--fast run: shortened settings for a quick check, not comparable with full runs"
 SYNTHETIC_NOTE = (
     "synthetic data: a procedurally generated stand-in for the real dataset; it ranks the "
-    "methods on its own stream, not on the real one (leaderboards take real data only)"
+    "methods on its own stream, not on the real one (the leaderboard shows such runs apart, "
+    "as its synthetic reference track)"
 )
 
 
