@@ -13,7 +13,9 @@ import pytest
 import yaml
 from test_leaderboard_support import git
 
-WORKFLOW = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "leaderboard.yml"
+WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
+WORKFLOW = WORKFLOWS / "leaderboard.yml"
+REVERIFY = WORKFLOWS / "leaderboard-reverify.yml"
 PINNED = re.compile(r"^\s*(?:- )?uses: ([\w.-]+/[\w.-]+)@([0-9a-f]{40}) # (v\d+(?:\.\d+)*)$")
 MAJOR_VERSIONS = {
     "actions/checkout": "v4",
@@ -42,8 +44,9 @@ def step(workflow: dict, name: str) -> dict:
     return found
 
 
-def test_every_action_is_pinned_to_a_commit_with_its_version_in_a_comment():
-    lines = [line for line in WORKFLOW.read_text().splitlines() if "uses:" in line]
+@pytest.mark.parametrize("path", [WORKFLOW, REVERIFY], ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit_with_its_version_in_a_comment(path):
+    lines = [line for line in path.read_text().splitlines() if "uses:" in line]
     assert lines
     pinned = [PINNED.match(line) for line in lines]
     assert all(pinned), [line for line, match in zip(lines, pinned, strict=True) if not match]
@@ -81,12 +84,37 @@ def test_the_package_comes_from_the_base_commit_and_the_pull_request_is_data(wor
         "Install the base commit's package",
         "Take only the pull request's submissions",
         "Validate submissions",
+        "Verify the changed submissions' models",
         "Build site",
     ]
     assert [n for n in names if n in order] == order
     validate = step(workflow, "Validate submissions")
     assert validate["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
     assert '--base "$BASE_SHA"' in validate["run"]
+
+
+def test_pull_requests_verify_their_changed_submissions_and_main_verifies_all(workflow):
+    verify = step(workflow, "Verify the changed submissions' models")["run"]
+    assert "done < changed-submissions.txt" in verify
+    assert "python -m cycl_bench leaderboard verify $files" in verify
+    assert "> changed-submissions.txt" in step(workflow, "Submissions only")["run"]
+    build = {s.get("name"): s for s in workflow["jobs"]["build"]["steps"]}
+    assert "leaderboard verify" in build["Verify every entry's models"]["run"]
+
+
+def test_the_weekly_reverification_opens_an_issue_with_the_only_write_token():
+    reverify = yaml.safe_load(REVERIFY.read_text())
+    assert "schedule" in triggers(reverify)
+    assert reverify["permissions"] == {"contents": "read"}
+    (job,) = reverify["jobs"].values()
+    assert job["permissions"] == {"contents": "read", "issues": "write"}
+    steps = {s.get("name"): s for s in job["steps"]}
+    assert "leaderboard verify" in steps["Re-verify every entry"]["run"]
+    opener = steps["Open an issue when an entry drifted"]
+    assert opener["if"] == "steps.verify.outputs.code != '0'"
+    assert "gh issue create" in opener["run"] and "gh issue comment" in opener["run"]
+    checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["persist-credentials"] is False
 
 
 # -- the "Submissions only" check, run by bash on real merge commits ----------------------------
