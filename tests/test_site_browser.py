@@ -21,6 +21,7 @@ from test_leaderboard_support import make_claimed, make_submission, write_submis
 
 from cycl_bench.leaderboard.site import build_site
 from cycl_bench.leaderboard.validate import submission_files, validate
+from cycl_bench.leaderboard.verify import VerificationRecord, file_sha256, write_record
 
 INSTALL = "install them with `apt-get install -y chromium chromium-driver` (Debian/Ubuntu)"
 HOSTILE_NAME = "<script>window.pwned = 1</script> & friends"
@@ -56,11 +57,39 @@ def site(tmp_path):
     write_submission(submissions, make_submission("Best", level=0.95, train_bitops=2e13))
     write_submission(submissions, make_submission(HOSTILE_NAME, level=0.6, train_bitops=1e14))
     write_submission(submissions, make_claimed())
+    write_submission(submissions, make_submission("Checked", level=0.7, train_bitops=3e13))
+    synthetic = make_submission("Reference run", level=0.75, data_source="synthetic")
+    write_submission(submissions, synthetic)
     checked = validate(submission_files([submissions]))
     assert all(item.ok for item in checked), [item.problems for item in checked]
+    records = tmp_path / "records"
+    for item in checked:
+        status = {"Checked": "verified", "Reference run": "verified", "Middle": "drifted"}
+        if item.submission.entry.name in status:
+            write_record(
+                records, item.submission, record(item.path, status[item.submission.entry.name])
+            )
     out = tmp_path / "site"
-    build_site([(item.path, item.submission) for item in checked], out)
+    build_site([(item.path, item.submission) for item in checked], out, records)
     return out
+
+
+def record(path, status: str) -> VerificationRecord:
+    """What `leaderboard verify` writes for the file at `path` (its models are not part of this
+    test: the site shows what the record says)."""
+    return VerificationRecord(
+        submission=f"core50_nc/{path.name}",
+        submission_sha256=file_sha256(path),
+        status=status,
+        reason="seed 0, test view 3: the file says 52.00%, the model gives 40.00%"
+        if status == "drifted"
+        else "",
+        verified_at="2026-12-07T01:02:03+00:00",
+        verified_by="test",
+        hardware="cpu",
+        cycl_bench_version="0",
+        tolerance="per test view, max(1 image, 0.5% of its images)",
+    )
 
 
 @pytest.fixture
@@ -154,3 +183,38 @@ def test_the_site_works_from_file_urls(browser, site):
     values = column_values(browser, 4)
     assert values == sorted(values)
     assert browser.execute_script("return document.styleSheets.length") == 1
+
+
+def table_rows(browser, table_id: str) -> list[list[str]]:
+    return browser.execute_script(
+        f"return Array.from(document.querySelectorAll('#{table_id} tbody tr'))"
+        ".map(row => Array.from(row.cells).map(cell => cell.textContent.trim()))"
+    )
+
+
+def test_tiers_and_the_synthetic_track_in_chromium(browser, server, tmp_path):
+    browser.get(f"{server}/core50_nc.html")
+    # verified: its own table, its badge with the date
+    [checked] = table_rows(browser, "verified")
+    assert checked[0] == "Checked" and checked[-1] == "verified 2026-12-07"
+    # drifted: stays reproduced, says so, the reason in its tooltip
+    middle = next(row for row in table_rows(browser, "reproduced") if row[0] == "Middle")
+    assert "reproduced" in middle[-1] and "drifted 2026-12-07" in middle[-1]
+    badge = browser.find_element(By.CSS_SELECTOR, "#reproduced .badge.drifted")
+    assert "the model gives 40.00%" in badge.get_attribute("title")
+    # the synthetic track: a section of its own, labelled, every row badged
+    heading = browser.find_element(By.CSS_SELECTOR, "#track-synthetic h2")
+    assert heading.text == "Reference track: synthetic data" and heading.is_displayed()
+    assert (
+        "never ranked with real-data rows"
+        in browser.find_element(By.CSS_SELECTOR, "#track-synthetic .track-label").text
+    )
+    [reference] = table_rows(browser, "synthetic-verified")
+    assert reference[0] == "Reference run" and "synthetic data" in reference[-1]
+    real_names = [row[0] for t in ("verified", "reproduced") for row in table_rows(browser, t)]
+    assert "Reference run" not in real_names
+    browser.execute_script("document.getElementById('track-synthetic').scrollIntoView()")
+    (tmp_path / "tracks.png").write_bytes(browser.get_screenshot_as_png())
+    # the drifted entry's page gives the reason
+    browser.get(f"{server}/core50_nc/middle.html")
+    assert "seed 0, test view 3" in browser.find_element(By.TAG_NAME, "main").text
