@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_leaderboard_support import summary_of
+from test_leaderboard_support import make_submission, summary_of, write_submission
 
 from cycl_bench.cli import main
 from cycl_bench.evaluation.results import SeedResult, seed_metrics
@@ -239,6 +239,19 @@ def test_an_entry_without_models_is_skipped_and_stays_reproduced(run_dir, tmp_pa
     assert "skipped" in capsys.readouterr().out
     assert not (tmp_path / "records").exists()
     assert "no models" in table(build(tmp_path), "synthetic-reproduced")
+
+
+def test_a_real_data_entry_without_its_dataset_is_not_verified_yet(tmp_path, capsys):
+    data = make_submission("On CORe50")
+    data["models"] = [{"seed": seed, "sha256": f"{seed:064x}"} for seed in range(3)]
+    write_submission(tmp_path / "submissions", data)
+    (tmp_path / "models").mkdir()
+    assert verify(tmp_path, "--data-root", str(tmp_path / "no-data")) == 0
+    out = capsys.readouterr().out
+    assert "skipped" in out and "not verified yet: CORe50 is not in" in out
+    assert "downloads are off here" in out
+    assert not (tmp_path / "no-data").exists() or not any((tmp_path / "no-data").rglob("*.zip"))
+    assert "not verified yet" in table(build(tmp_path), "reproduced")
 
 
 def test_verify_bad_options_are_one_line(board, capsys):

@@ -63,6 +63,11 @@ def add_arguments(parser):
     )
     verify.add_argument("--cache-dir", type=Path, help="download and checkpoint cache")
     verify.add_argument(
+        "--download",
+        action="store_true",
+        help="download a real dataset that is missing (default: such entries are skipped)",
+    )
+    verify.add_argument(
         "--rerun",
         action="store_true",
         help="also retrain the first seed from the recorded config and compare the whole matrix",
@@ -141,6 +146,39 @@ def _folder_for_records(records: Path) -> None:
         raise UserError(f"--records {records} is not a folder; give a folder for the records")
 
 
+def _rerun(data_root: Path | None, cache_dir: Path | None):
+    """`--rerun`: retrain one seed of a submission from its recorded config in a scratch folder
+    (its pretraining from the cache, or again) and return its accuracy matrix."""
+
+    def rerun(submission, seed: int) -> list[list[float]]:
+        import shutil
+        import tempfile
+
+        from cycl_bench import config as config_module
+        from cycl_bench import run_folder, runner
+        from cycl_bench.evaluation.results import load_results
+
+        recorded = dict(submission.results.config)
+        entry = recorded.pop("strategy_entry", None)
+        if not recorded or entry is None:
+            raise UserError("the results file records no config to rerun")
+        recorded.update(seeds=[seed], wandb="disabled")
+        if data_root is not None:
+            recorded["data_root"] = str(data_root)
+        config = config_module.select_strategies(config_module.validate(recorded), [entry])
+        plan = runner.prepare(config, cache_dir=cache_dir)
+        scratch = Path(tempfile.mkdtemp(prefix="cycl_bench-rerun-"))
+        try:
+            run_dir = run_folder.start(plan.config, scratch)
+            runner.run(plan, run_dir, echo=lambda line: print(f"  rerun: {line}"))
+            results = load_results(run_folder.results_path(run_dir, entry))
+            return results.per_seed[0].accuracy_matrix
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    return rerun
+
+
 def run_verify(args) -> int:
     from cycl_bench.data.base import default_data_root
     from cycl_bench.leaderboard.submission import ReproducedSubmission
@@ -170,7 +208,8 @@ def run_verify(args) -> int:
             data_root=args.data_root or default_data_root(),
             cache=cache,
             device=args.device,
-            rerun=args.rerun,
+            download=args.download,
+            rerun=_rerun(args.data_root, args.cache_dir) if args.rerun else None,
         )
         counts[outcome.status] += 1
         if outcome.record is None:

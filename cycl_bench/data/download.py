@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import socket
 import sys
 import tempfile
@@ -18,6 +19,18 @@ from cycl_bench.errors import UserError
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60
 OFFLINE_HINT = "or use --data synthetic to run offline"
+_DOWNLOADS_ALLOWED = contextvars.ContextVar("downloads_allowed", default=True)
+
+
+@contextmanager
+def downloads_off() -> Iterator[None]:
+    """Within: a dataset that is not on disk is a UserError instead of a download (what
+    `leaderboard verify` does by default: CORe50 is several GB)."""
+    token = _DOWNLOADS_ALLOWED.set(False)
+    try:
+        yield
+    finally:
+        _DOWNLOADS_ALLOWED.reset(token)
 
 
 def resolve_data_root(data_root: Path | str | None) -> Path:
@@ -74,6 +87,12 @@ def downloading(dataset: str, folder: Path, files: list[str], urls: list[str]) -
         return UserError(
             f"cannot download {dataset} ({reason}); place {', '.join(files)} in {folder} "
             f"(from {' '.join(urls)}), {OFFLINE_HINT}"
+        )
+
+    if not _DOWNLOADS_ALLOWED.get():
+        raise UserError(
+            f"{dataset} is not in {folder} and downloads are off here; place "
+            f"{', '.join(files)} there (from {' '.join(urls)}) or give --download"
         )
 
     for url in urls:

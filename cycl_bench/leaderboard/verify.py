@@ -24,8 +24,9 @@ for streams where that is cheap (the synthetic track, `--fast` sizes).
 A record of each check (`VerificationRecord`: who, when, hardware, suite version, the numbers)
 is written to `<records>/<benchmark>/<entry slug>.json`; the site shows an entry as verified only
 while its record says so for the submission file as it is now (its sha256). An entry whose
-models cannot be checked (no models listed, a real dataset not available here) gets no record:
-its page says "not verified yet". Nothing of the submission is ever changed or deleted.
+models cannot be checked (no models listed, a real dataset not on disk here: verify downloads
+none unless told, `download=True`) gets no record: its page says "not verified yet". Nothing of
+the submission is ever changed or deleted.
 """
 
 from __future__ import annotations
@@ -35,11 +36,10 @@ import getpass
 import hashlib
 import json
 import os
-import shutil
 import socket
-import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -220,22 +220,27 @@ def model_mismatch(submission: ReproducedSubmission, seed: int, saved) -> str:
 # -- evaluating -------------------------------------------------------------------------------
 
 
-def build_stream(submission: ReproducedSubmission, data_root: Path | None):
+def build_stream(submission: ReproducedSubmission, data_root: Path | None, download: bool):
     """The submission's stream, rebuilt from the shipped benchmark config on its data source; a
-    UserError when the data is not here or the protocol is no longer the shipped one."""
+    UserError when the data is not here (and `download` is off) or the protocol is no longer
+    the shipped one."""
+    import contextlib
+
     from cycl_bench.config import BenchmarkConfig, load_part
     from cycl_bench.data.base import default_data_root
+    from cycl_bench.data.download import downloads_off
     from cycl_bench.registry import BENCHMARKS
 
     benchmark = submission.results.benchmark
     part = BenchmarkConfig.model_validate(load_part("benchmarks", benchmark.name))
-    stream = BENCHMARKS.build(
-        benchmark.name,
-        data=benchmark.data_source,
-        data_root=data_root or default_data_root(),
-        seed=part.seed,
-        **part.options_for(benchmark.data_source),
-    )
+    with contextlib.nullcontext() if download else downloads_off():
+        stream = BENCHMARKS.build(
+            benchmark.name,
+            data=benchmark.data_source,
+            data_root=data_root or default_data_root(),
+            seed=part.seed,
+            **part.options_for(benchmark.data_source),
+        )
     if stream.protocol_hash != benchmark.protocol_hash:
         raise UserError(
             f"the suite's {benchmark.name} stream is protocol {stream.protocol_hash}, the entry's "
@@ -291,32 +296,6 @@ def _judged(check: SeedCheck, test_sizes: list[int]) -> SeedCheck:
     return check
 
 
-def rerun_seed(submission: ReproducedSubmission, seed: int, data_root, cache_dir, echo):
-    """Retrain `seed` from the recorded config in a scratch folder; its accuracy matrix."""
-    from cycl_bench import config as config_module
-    from cycl_bench import run_folder, runner
-    from cycl_bench.evaluation.results import load_results
-
-    recorded = dict(submission.results.config)
-    entry = recorded.pop("strategy_entry", None)
-    if not recorded or entry is None:
-        raise UserError("the results file records no config to rerun")
-    recorded.update(seeds=[seed], wandb="disabled")
-    if data_root is not None:
-        recorded["data_root"] = str(data_root)
-    config = config_module.validate(recorded)
-    config = config_module.select_strategies(config, [entry])
-    plan = runner.prepare(config, cache_dir=cache_dir)
-    scratch = Path(tempfile.mkdtemp(prefix="cycl_bench-rerun-"))
-    try:
-        run_dir = run_folder.start(plan.config, scratch)
-        runner.run(plan, run_dir, echo=echo)
-        results = load_results(run_folder.results_path(run_dir, entry))
-        return results.per_seed[0].accuracy_matrix
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 # -- one submission ------------------------------------------------------------------------------
 
 
@@ -328,9 +307,12 @@ def verify_submission(
     data_root: Path | None,
     cache: Path,
     device: str = "cpu",
-    rerun: bool = False,
-    echo=print,
+    download: bool = False,
+    rerun: Callable[[ReproducedSubmission, int], list[list[float]]] | None = None,
 ) -> Outcome:
+    """Verify one submission (module doc). `rerun(submission, seed)`, when given, retrains that
+    seed from the recorded config and returns its accuracy matrix (the command line's
+    `--rerun`: the runner lives above this module)."""
     from cycl_bench.run_record import device_name, git_sha
 
     outcome = Outcome(path)
@@ -338,7 +320,7 @@ def verify_submission(
         outcome.skipped = "no models listed (the entry stays reproduced)"
         return outcome
     try:
-        stream = build_stream(submission, data_root)
+        stream = build_stream(submission, data_root, download)
     except UserError as error:
         outcome.skipped = f"not verified yet: {error}"
         return outcome
@@ -368,8 +350,8 @@ def verify_submission(
         else:
             check = evaluate_seed(submission, listed.seed, model_path, stream, device)
         record.seeds.append(check)
-    if rerun and all(check.ok for check in record.seeds):
-        record.seeds.append(_rerun_check(submission, data_root, cache, echo))
+    if rerun is not None and all(check.ok for check in record.seeds):
+        record.seeds.append(_rerun_check(submission, rerun))
     failed = [check for check in record.seeds if not check.ok]
     if failed:
         # numbers that differ: drifted; a model that could not be evaluated: failed
@@ -383,12 +365,12 @@ def _last_row(submission: ReproducedSubmission, seed: int) -> list[float]:
     return next(s for s in submission.results.per_seed if s.seed == seed).accuracy_matrix[-1]
 
 
-def _rerun_check(submission: ReproducedSubmission, data_root, cache, echo) -> SeedCheck:
+def _rerun_check(submission: ReproducedSubmission, rerun) -> SeedCheck:
     seed = submission.models[0].seed
     result = next(s for s in submission.results.per_seed if s.seed == seed)
     check = SeedCheck(seed=seed, model_sha256=submission.models[0].sha256, recorded=[], ok=False)
     try:
-        matrix = rerun_seed(submission, seed, data_root, cache, echo)
+        matrix = rerun(submission, seed)
     except UserError as error:
         check.reason = f"rerun of seed {seed}: {error}"
         return check
