@@ -393,6 +393,29 @@ def run_labelled_as_claim(root, level):
     return edited(root, level, "Run as claim", "status", "claimed")
 
 
+def with_models(name: str, level: float, **first) -> dict:
+    """A valid run listing a model per seed, the first one's fields replaced by `first`."""
+    data = run(name, level)
+    data["models"] = [{"seed": seed, "sha256": f"{seed + 1:064x}"} for seed in range(3)]
+    data["models"][0].update(first)
+    return data
+
+
+@attack("$.models[0].url", "http")
+def model_url_runs_a_script(root, level):
+    return write(root, with_models("Model script", level, url="javascript:alert(1)"))
+
+
+@attack("$.models[0].sha256", "should match pattern")
+def model_sha_not_a_digest(root, level):
+    return write(root, with_models("Model sha", level, sha256="../../models/other.pt"))
+
+
+@attack("$.models[0].seed", "is not in the results")
+def model_of_a_seed_never_run(root, level):
+    return write(root, with_models("Model seed", level, seed=99))
+
+
 @attack("$.score", "Extra inputs are not permitted")
 def extra_field(root, level):
     return edited(root, level, "Extra field", "score", 1.0)
