@@ -1,8 +1,10 @@
 """The command line: every command has --help, `list` shows the registries, user errors exit 2."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_results import make_results
@@ -120,6 +122,21 @@ def test_show_refuses_a_binary_file_in_one_line(tmp_path, capsys):
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     assert main(["show", str(png)]) == 2
     assert f"{png} is not a valid results file (binary data" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "device", "folder"])
+def test_show_reads_only_regular_files(tmp_path, capsys, kind):
+    """A pipe with no writer would block the read, /dev/zero would never end."""
+    if kind == "named pipe":
+        path = tmp_path / "results.json"
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    else:
+        path = tmp_path / "results"
+        path.mkdir()
+    assert main(["show", str(path)]) == 2
+    assert f"{path} is not a regular file (a folder, pipe or device)" in one_error_line(capsys)
 
 
 def test_show_refuses_deeply_nested_json_in_one_line(tmp_path, capsys):

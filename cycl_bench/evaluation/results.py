@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat as file_mode
 from pathlib import Path
 from typing import Literal
 
@@ -236,12 +237,29 @@ def derived_mismatches(results: Results, tolerance: float = 1e-6) -> list[tuple[
     return problems
 
 
+MAX_RESULTS_BYTES = 64 * 2**20
+"""A results file of a thousand seeds of a thousand experiences is a few MB: more is not one."""
+
+
+def _check_readable(path: Path, fix: str) -> None:
+    """Only a regular file of a sane size is read: a named pipe would block and /dev/zero never
+    end (`stat` opens neither)."""
+    info = path.stat()
+    if not file_mode.S_ISREG(info.st_mode):
+        raise UserError(f"{path} is not a regular file (a folder, pipe or device); {fix}")
+    if info.st_size > MAX_RESULTS_BYTES:
+        raise UserError(
+            f"{path} is {info.st_size / 2**20:.0f} MB, too large for a results file; {fix}"
+        )
+
+
 def load_results(path: str | Path, fix: str = READ_FIX) -> Results:
     """Read a results file, refusing (UserError: the JSON path, the reason and `fix`) a file that
     is not JSON, breaks the schema (a NaN, a number out of range) or whose derived numbers its raw
     data does not give (a summary the seeds do not give, a seed twice)."""
     path = Path(path)
     try:
+        _check_readable(path, fix)
         data = json.loads(path.read_bytes())
         version = data.get("schema_version") if isinstance(data, dict) else None
         if isinstance(version, int) and version > SCHEMA_VERSION:
