@@ -113,5 +113,22 @@ def finished_seeds(
         extra = [seed.seed for seed in results.per_seed if seed.seed not in config.seeds]
         problem = f"holds seed {extra[0]}, which is not among the run's seeds {config.seeds}"
     else:
-        return {seed.seed: seed for seed in results.per_seed}
+        stale = set(stale_models(run_dir, results))
+        return {seed.seed: seed for seed in results.per_seed if seed.seed not in stale}
     raise UserError(f"{path} {problem}; {fix}")
+
+
+def stale_models(run_dir: Path, results) -> list[int]:
+    """Seeds of `results` whose saved model is missing or is not the one measured (its sha256
+    differs from the recorded one): their numbers no longer have a model, so a resumed run
+    trains those cells again."""
+    from cycl_bench.export.saved import file_sha256
+
+    stale = []
+    for seed in results.per_seed:
+        if seed.model_file is None or seed.model_sha256 is None:
+            continue  # written before models were saved
+        path = Path(run_dir) / seed.model_file
+        if not path.is_file() or file_sha256(path) != seed.model_sha256:
+            stale.append(seed.seed)
+    return stale

@@ -170,6 +170,14 @@ def run(
         entry: run_folder.finished_seeds(run_dir, config, entry, stream.protocol_hash)
         for entry in plan.entries
     }
+    for entry in plan.entries:
+        path = run_folder.results_path(run_dir, entry)
+        if path.is_file():
+            for seed in run_folder.stale_models(run_dir, load_results(path)):
+                echo(
+                    f"{entry} seed {seed}: its saved model is missing or not the one measured "
+                    "(sha256); training it again"
+                )
     cells = [Cell(entry, seed) for entry in plan.entries for seed in config.seeds]
     total, done = len(cells), 0
     for cell in cells:

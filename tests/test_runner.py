@@ -19,6 +19,7 @@ from cycl_bench import run_folder, runner
 from cycl_bench.cli import main
 from cycl_bench.errors import UserError
 from cycl_bench.evaluation.results import SUMMARY_KEYS, load_results
+from cycl_bench.export import file_sha256
 from cycl_bench.run_record import device_name
 
 # small enough for the test machine, large enough to learn something
@@ -317,6 +318,23 @@ def copy_of_run(shared_run: Path, tmp_path: Path, **changes) -> Path:
     (run_dir / "results").mkdir()
     shutil.copy(shared_run / "results" / "naive.json", run_dir / "results" / "naive.json")
     return run_dir
+
+
+def test_resuming_trains_again_a_cell_whose_model_changed(shared_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(shared_run, run_dir)
+    model = run_dir / "models" / "cwr_star-seed1.pt"
+    model.write_bytes(model.read_bytes() + b"edited")
+    (run_dir / "models" / "naive-seed0.pt").unlink()
+    assert resume(run_dir) == 0
+    out = capsys.readouterr().err
+    assert "cwr_star seed 1: its saved model is missing or not the one measured" in out
+    assert "naive seed 0: its saved model is missing or not the one measured" in out
+    assert "cwr_star seed 0: already done, kept" in out
+    for entry in ("naive", "cwr_star"):
+        assert matrices(run_dir, entry) == matrices(shared_run, entry)
+        for seed in load_results(run_dir / "results" / f"{entry}.json").per_seed:
+            assert file_sha256(run_dir / seed.model_file) == seed.model_sha256
 
 
 def test_resuming_a_corrupt_config_is_one_line(tmp_path, capsys, nothing_built):
