@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -230,6 +231,31 @@ def test_an_interrupted_run_keeps_its_config_and_finished_results(tmp_path, monk
     assert not (run_dir / "results" / "naive.json").exists()
     assert (run_dir / "config.yaml").is_file()
     assert load_results(run_dir / "results" / "cwr_star.json").per_seed[0].seed == 0
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """SIGTERM delivered to this process right after the first results file is written: the
+    finished results and the config stay, the message says how to continue, exit 143."""
+    write_results = runner.write_results
+
+    def write_then_terminate(results, path):
+        written = write_results(results, path)
+        if path.name == "cwr_star.json":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return written
+
+    monkeypatch.setattr(runner, "write_results", write_then_terminate)
+    common = ["--strategy", "cwr_star", "naive", "--seeds", "0", "--wandb", "disabled"]
+    assert run_cli(*common, "--out", str(tmp_path)) == 143
+    run_dir = only_run_dir(tmp_path)
+    err = capsys.readouterr().err
+    assert f"--resume {run_dir}" in err and "terminated (SIGTERM)" in err
+    assert (run_dir / "results" / "cwr_star.json").is_file()
+    assert not (run_dir / "results" / "naive.json").exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored after the command
+    monkeypatch.undo()
+    assert resume(run_dir) == 0
+    assert (run_dir / "results" / "naive.json").is_file()
 
 
 def test_an_unwritable_output_folder_is_a_user_error(tmp_path, capsys):

@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from cycl_bench import __version__
 from cycl_bench.errors import UserError
@@ -54,6 +58,33 @@ def discard_stdout() -> None:
         pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill, `timeout`, a closed session), handled as Ctrl-C is: a run
+    keeps what it finished and says how to continue; the exit code is 143 (128 + SIGTERM)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises `Terminated` in the main thread while a command runs (a handler someone
+    else installed is left alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = build_parser()
@@ -64,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        code = int(args._run(args) or 0)
-        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        with sigterm_as_interrupt():
+            code = int(args._run(args) or 0)
+            sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
         return code
     except BrokenPipeError:  # `... | head -1`: the reader has all it wanted
         discard_stdout()
@@ -73,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
