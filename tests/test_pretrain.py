@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import pytest
 import pytorch_lightning as pl
@@ -290,6 +291,32 @@ def test_a_changed_field_misses_the_cache(stream, tmp_path):
     assert not changed.from_cache
     assert changed.cache_key != first.cache_key
     assert run(PretrainConfig(epochs=1, batch_size=64, num_workers=0)).from_cache
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random", "old entry, truncated"])
+def test_a_damaged_cached_checkpoint_is_moved_aside_and_rebuilt(stream, tmp_path, capsys, damage):
+    def run():
+        config = PretrainConfig(epochs=1, batch_size=64, data="first_experience")
+        spec = RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=tmp_path / "cache")
+        return pretrain(config, spec, stream=stream, seed=0, out_dir=tmp_path / "out", fast=True)
+
+    first = run()
+    whole = first.checkpoint.read_bytes()
+    folder = first.checkpoint.parent
+    if damage.startswith("old entry"):  # written before the sha256 was recorded
+        sidecar = json.loads((folder / "pretrain.json").read_text())
+        del sidecar["checkpoint_sha256"]
+        (folder / "pretrain.json").write_text(json.dumps(sidecar))
+    first.checkpoint.write_bytes(
+        {"empty": b"", "random": os.urandom(len(whole))}.get(damage, whole[: len(whole) // 2])
+    )
+    again = run()
+    assert not again.from_cache
+    assert again.checkpoint.read_bytes() == whole  # rebuilt: the same weights
+    assert "is damaged (not the file written with it); moved aside to" in capsys.readouterr().err
+    (aside,) = [p for p in (tmp_path / "cache").iterdir() if ".aside-" in p.name]
+    assert (aside / "backbone.pt").stat().st_size < len(whole) or damage == "random"
+    assert run().from_cache  # the rebuilt entry is whole
 
 
 def test_load_pretrained_refuses_another_backbone(cyclic_run):

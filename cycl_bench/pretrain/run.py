@@ -117,6 +117,14 @@ def pretrain(
     key = cache.cache_key(key_inputs)
     folder = cache.entry_dir(spec.cache_dir, backbone, key)
     record = cache.read_entry(folder, key)
+    if record is not None and cache.damaged(folder, record):
+        aside = cache.move_aside(folder)
+        print(
+            f"the cached checkpoint {folder / cache.CHECKPOINT} is damaged (not the file written "
+            f"with it); moved aside to {aside}, pretraining again",
+            file=sys.stderr,
+        )
+        record = None
     from_cache = record is not None
     if record is None:
         launch = trainer_launch(config, spec.device, rerunnable=rerunnable)
@@ -127,7 +135,12 @@ def pretrain(
             )
             if record is None:
                 return None  # another process of a DDP run: the first one writes the entry
-            record.update(cache_key=key, key_inputs=key_inputs, data=data.description)
+            record.update(
+                cache_key=key,
+                key_inputs=key_inputs,
+                data=data.description,
+                checkpoint_sha256=cache.checkpoint_sha256(staging),
+            )
             (staging / cache.SIDECAR).write_text(json.dumps(record, indent=2))
             cache.commit_entry(staging, folder, key)
         finally:
