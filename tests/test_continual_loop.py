@@ -145,3 +145,53 @@ def test_training_prints_nothing(nc_stream, capsys):
     run(nc_stream, "ewc")
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+class _FrontList(list):
+    """A plugin list whose `append` puts the plugin first."""
+
+    def append(self, item):
+        self.insert(0, item)
+
+
+def reverse_plugins(monkeypatch, keep_declared: bool = True):
+    """Every strategy built from now on has its plugins in reverse order, the cost meter first;
+    with `keep_declared`, those its template declares an order for stay in that order."""
+    from cycl_bench.continual import loop
+
+    build_strategy = loop.build_strategy
+
+    def reversed_plugins(*args, **kwargs):
+        built = build_strategy(*args, **kwargs)
+        declared = getattr(built.template, "plugin_order", ()) if keep_declared else ()
+        fixed = [p for p in built.template.plugins if isinstance(p, declared)]
+        free = [p for p in built.template.plugins if not isinstance(p, declared)]
+        built.template.plugins = _FrontList([*reversed(free), *fixed])
+        return built
+
+    monkeypatch.setattr(loop, "build_strategy", reversed_plugins)
+
+
+@pytest.mark.parametrize("strategy", ["naive", "cwr_star", "hq_cwr_star"])
+def test_plugin_order_changes_no_number(nc_stream, monkeypatch, strategy):
+    """The cost meter and the plugins no template orders (naive's BatchNorm recalibration) give
+    the same matrix and the same BitOPs, experience by experience, in reverse order."""
+    params = {**SHORT, "min_steps": 2}
+    expected = run(nc_stream, strategy, params=params)
+    reverse_plugins(monkeypatch)
+    reordered = run(nc_stream, strategy, params=params)
+    assert reordered.accuracy_matrix == expected.accuracy_matrix
+    assert reordered.train_bitops == expected.train_bitops
+    assert [c.train_bitops for c in reordered.per_experience] == [
+        c.train_bitops for c in expected.per_experience
+    ]
+
+
+@pytest.mark.parametrize("strategy", ["ar1_star", "hq_cwr_star"])
+def test_plugins_that_depend_on_each_other_refuse_another_order(nc_stream, monkeypatch, strategy):
+    """AR1*'s and the CWR* family's plugins act on each other's results in one order (the hybrid
+    head calibrates on the recalibrated network, AR1* stores latents of the consolidated one):
+    their template says which and refuses another, rather than computing something else."""
+    reverse_plugins(monkeypatch, keep_declared=False)
+    with pytest.raises(RuntimeError, match="plugins out of order; they run as ExperienceProtocol"):
+        run(nc_stream, strategy, params=SHORT)

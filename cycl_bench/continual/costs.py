@@ -113,7 +113,10 @@ class TrainingCostMeter(SupervisedPlugin):
         if self.strategy.extra_cost == "teacher_forward" and self._experience_index > 0:
             self._forward_only(samples, include_head=True)
 
-    def after_training_exp(self, strategy, **kwargs):
+    def after_training(self, strategy, **kwargs):
+        """What the other plugins did after the experience (BatchNorm recalibration, cache and
+        latent-memory encoding) is priced here, once every `after_training_exp` hook has run,
+        whatever the order of the plugins (`train` is called once per experience)."""
         for plugin in strategy.plugins:
             if isinstance(plugin, BatchNormRecalibration) and plugin.samples:
                 self._forward_only(plugin.samples, include_head=True)

@@ -302,6 +302,17 @@ def _latent_replay_strategy(
         eval_every=-1,
     )
     template.latent_replay = replay
+    # the epochs set from the experience, then the BatchNorm above the latent layer
+    # recalibrated, the head consolidated, the latent memory updated from that network and
+    # SI's importance read from the finished weights
+    template.plugin_order = (
+        ExperienceProtocol,
+        UpperBatchNorm,
+        CWRStarHeadPlugin,
+        LatentReplay,
+        SynapticIntelligencePlugin,
+        QuantizedBackprop,
+    )
     return ContinualStrategy(
         name,
         template,

@@ -36,6 +36,7 @@ from cycl_bench.strategies.latent_cache import LatentCache, LatentCacheForward
 from cycl_bench.strategies.protocol import (
     BatchNormRecalibration,
     ExperienceProtocol,
+    OrderedPlugins,
     TrainingProtocol,
     make_optimizer,
     quiet_evaluator,
@@ -183,9 +184,13 @@ def lwf(*, model, params: LwfParams, device="cpu", deterministic_inputs=True):
 # -- the CWR* family ---------------------------------------------------------------------------
 
 
-class CWRStarFamily(LatentCacheForward, SupervisedTemplate):
+class CWRStarFamily(OrderedPlugins, LatentCacheForward, SupervisedTemplate):
     """Avalanche's supervised template with the CWR* head plugin; with a latent cache, head-only
-    epochs run on cached features."""
+    epochs run on cached features. After the first experience, the BatchNorm statistics are
+    recalibrated before the hybrid head calibrates its feature scale on that network (the scale
+    is then the cache's codec for every later experience)."""
+
+    plugin_order = (ExperienceProtocol, BatchNormRecalibration, LatentCache, CWRStarHeadPlugin)
 
 
 class CwrStarParams(ProtocolParams):

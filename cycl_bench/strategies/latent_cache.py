@@ -130,8 +130,9 @@ class LatentCache(SupervisedPlugin):
         self.cache_bytes = codes.numel() * codes.element_size()
         self.active = True
 
-    def after_training_exp(self, strategy, **kwargs):
-        self.active = False
+    # `active` stays set after the experience, until the next one is adapted: plugins that ask
+    # after it (BatchNorm recalibration skips a cached experience) get the same answer in any
+    # order; the forward pass reads it only while training.
 
     def head_forward(self, codes: torch.Tensor) -> torch.Tensor:
         return self.head(self.codec.decode(codes))

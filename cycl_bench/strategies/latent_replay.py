@@ -45,7 +45,7 @@ from torch import nn
 from cycl_bench.errors import UserError
 from cycl_bench.quant.gradquant import power_of_two_scale
 from cycl_bench.strategies.latent_cache import cpu_rng_untouched
-from cycl_bench.strategies.protocol import TrainingProtocol
+from cycl_bench.strategies.protocol import OrderedPlugins, TrainingProtocol
 
 if TYPE_CHECKING:  # models and strategies are one layer: the contract, not the import
     from cycl_bench.models.common import Backbone, LatentSplit
@@ -343,7 +343,7 @@ class LatentReplay(SupervisedPlugin):
         return torch.cat(chunks), torch.cat(labels)
 
 
-class LatentReplayTemplate(SupervisedTemplate):
+class LatentReplayTemplate(OrderedPlugins, SupervisedTemplate):
     """Avalanche's supervised template whose training forward goes through `LatentReplay`
     (current images through the lower part, replayed activations joined at the latent layer)
     and whose loader gives the reference's share of current patterns per minibatch."""

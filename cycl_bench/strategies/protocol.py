@@ -163,6 +163,26 @@ class BatchNormRecalibration(SupervisedPlugin):
             layer.momentum = momentum
 
 
+class OrderedPlugins:
+    """Template mixin: plugins that act on each other's results run in `plugin_order`, which the
+    strategy that builds the template declares; the order is checked before each experience, so
+    a reordered plugin list is an error rather than another computation."""
+
+    plugin_order: tuple[type, ...] = ()
+
+    def _before_training_exp(self, **kwargs):
+        ranked = [
+            rank
+            for plugin in self.plugins
+            for rank, kind in enumerate(self.plugin_order)
+            if isinstance(plugin, kind)
+        ]
+        if ranked != sorted(ranked):
+            names = ", ".join(kind.__name__ for kind in self.plugin_order)
+            raise RuntimeError(f"{type(self).__name__} plugins out of order; they run as {names}")
+        super()._before_training_exp(**kwargs)
+
+
 def quiet_evaluator() -> EvaluationPlugin:
     """No metrics, no loggers: cycl_bench evaluates on its own test views."""
     with warnings.catch_warnings():
