@@ -153,3 +153,24 @@ def test_an_image_that_cannot_be_decoded_is_named_when_first_used(tmp_path):
         for dataset in datasets:
             for index in range(len(dataset)):
                 dataset[index]
+
+
+def test_an_image_too_large_to_decode_is_refused_from_its_header(tmp_path):
+    """A 10000 x 10000 PNG of one colour is a few hundred kB on disk and 300 MB decoded."""
+    root = class_tree(tmp_path)
+    Image.new("L", (10_000, 10_000)).save(root / "c" / "huge.png")
+    with pytest.raises(UserError, match=r"image .*c/huge.png is 10000 x 10000 pixels, more than"):
+        core50_nc(data=f"folder:{root}")
+
+
+def test_a_16_bit_image_is_scaled_not_clipped(tmp_path):
+    """Pillow converts a 16-bit grayscale PNG to RGB by clipping at 255: mid-grey (32768 of
+    65535) would read as white. The stream reads it as 128 (32768 * 255 / 65535 = 127.5)."""
+    from cycl_bench.data.folder import read_image
+
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((6, 6), 32768, np.uint16)).save(path)
+    with Image.open(path) as image:
+        assert image.mode.startswith("I")  # a 16-bit image, as Pillow opens it
+    pixels = read_image(path, 4)
+    assert pixels.dtype == torch.uint8 and pixels.unique().tolist() == [128]

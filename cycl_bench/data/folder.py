@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -190,23 +191,69 @@ def _unreadable(path: Path, error: Exception) -> UserError:
     return UserError(f"cannot read image {path} ({error}); fix or remove it")
 
 
+MAX_IMAGE_PIXELS = 50_000_000
+"""Pixels an image may have (a 7000 x 7000 photo): a larger one is refused from its header, before
+any pixel is decoded (a 20000 x 20000 PNG of a few kB decodes to 1.2 GB: a decompression bomb)."""
+READ_ERRORS = (
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+    OSError,
+    SyntaxError,
+    ValueError,
+)
+
+
+def _check_size(path: Path, image: Image.Image) -> None:
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UserError(
+            f"image {path} is {width} x {height} pixels, more than the "
+            f"{MAX_IMAGE_PIXELS:,} an image may have; shrink or remove it"
+        )
+
+
+def _open(path: Path) -> Image.Image:
+    """Pillow's image at `path`, its header read; the size is checked here (`_check_size`), so
+    Pillow's decompression-bomb warning (above 89 M pixels) is not shown on top."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    try:
+        _check_size(path, image)
+    except UserError:
+        image.close()
+        raise
+    return image
+
+
 def check_images(files: list[Path]) -> None:
-    """Every file opens as an image (its header only: no pixel is decoded)."""
+    """Every file opens as an image of a sane size (its header only: no pixel is decoded)."""
     for path in files:
         try:
-            with Image.open(path):
+            with _open(path):
                 pass
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        except READ_ERRORS as error:
             raise _unreadable(path, error) from None
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    """RGB at 8 bits. A 16- or 32-bit grayscale image ('I;16', 'I') is scaled to 0..255 (Pillow's
+    own conversion clips every value above 255 to white)."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() <= 65535 else values.max()
+        scaled = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
+    return image.convert("RGB")
 
 
 def read_image(path: Path, image_size: int) -> torch.Tensor:
     """uint8 (3, S, S); an unreadable file is named in the error."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+        with _open(path) as image:
+            image = _rgb(image).resize((image_size, image_size), Image.BILINEAR)
             pixels = np.array(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except READ_ERRORS as error:
         raise _unreadable(path, error) from None
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
