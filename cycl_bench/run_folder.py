@@ -9,6 +9,8 @@ pretrain/, wandb/ and run.log (library output).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -70,6 +72,38 @@ def new_run_dir(out: Path, experiment: str) -> Path:
             "choose a writable folder with --out"
         ) from None
     return run_dir
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """This process alone trains in `run_dir` while inside: a second `run --resume` of the same
+    folder is refused (it would train the same cells). An advisory `flock` on `RUN_DIR/.lock`,
+    which the system releases when the process ends, however it ends."""
+    import fcntl
+    import socket
+
+    handle = open(Path(run_dir) / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(
+            f"{run_dir} is busy: {owner} is running in it; wait for it to finish (or stop it), "
+            "then continue with --resume"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
 
 
 def start(config: ExperimentConfig, out: Path) -> Path:

@@ -363,6 +363,17 @@ def test_resuming_trains_again_a_cell_whose_model_changed(shared_run, tmp_path, 
             assert file_sha256(run_dir / seed.model_file) == seed.model_sha256
 
 
+def test_a_second_run_in_a_busy_folder_is_refused(shared_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(shared_run, run_dir)
+    before = sorted(p.name for p in (run_dir / "results").iterdir())
+    with run_folder.locked(run_dir):  # as a run working in the folder holds it
+        assert resume(run_dir) == 2
+        assert f"error: {run_dir} is busy: process {os.getpid()} on" in capsys.readouterr().err
+    assert sorted(p.name for p in (run_dir / "results").iterdir()) == before
+    assert resume(run_dir) == 0  # released: the folder is free again
+
+
 def test_resuming_a_corrupt_config_is_one_line(tmp_path, capsys, nothing_built):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

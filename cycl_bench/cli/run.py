@@ -116,21 +116,26 @@ def split_strategy_overrides(args) -> None:
 
 
 def execute(plan: runner.Plan, run_dir: Path, executor, *, verbose: bool) -> runner.RunOutcome:
-    """`runner.run` with library output in the run's log file; where to continue if it stops."""
+    """`runner.run` with library output in the run's log file, the run folder locked against a
+    second run in it; where to continue if it stops."""
     from cycl_bench.logging.library_output import library_output
 
-    try:
-        with library_output(run_dir / run_folder.LOG_FILE, verbose=verbose):
-            return runner.run(
-                plan, run_dir, executor=executor, echo=lambda line: print(line, file=sys.stderr)
+    with run_folder.locked(run_dir):
+        try:
+            with library_output(run_dir / run_folder.LOG_FILE, verbose=verbose):
+                return runner.run(
+                    plan,
+                    run_dir,
+                    executor=executor,
+                    echo=lambda line: print(line, file=sys.stderr),
+                )
+        except BaseException:
+            print(
+                f"run stopped; finished results and the resolved config are in {run_dir} "
+                f"(continue with --resume {run_dir})",
+                file=sys.stderr,
             )
-    except BaseException:
-        print(
-            f"run stopped; finished results and the resolved config are in {run_dir} "
-            f"(continue with --resume {run_dir})",
-            file=sys.stderr,
-        )
-        raise
+            raise
 
 
 def run(args) -> int:
