@@ -533,3 +533,42 @@ def test_a_cache_entry_replaces_what_held_its_name_without_deleting_it(tmp_path)
     assert (folder / "backbone.pt").read_bytes() == b"weights"
     (aside,) = tmp_path.glob(".tiny_bnn-0123456789abcdef.aside-*")
     assert (aside / "notes.txt").read_text() == "mine"
+
+
+class _StopAfterFirstEpoch(pl.Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def test_a_resumed_fit_continues_the_schedule_and_the_cost(tmp_path):
+    """A fit stopped after its first epoch and resumed from Lightning's checkpoint applies the
+    bits an uninterrupted fit applies, step for step, and counts the same BitOPs."""
+    config = PretrainConfig(epochs=2, batch_size=16, cycles=2)
+    data = TensorDataset(torch.randn(64, *IMAGE_SHAPE), torch.arange(64) % 4)
+
+    def fit(extra_callbacks=(), ckpt_path=None, checkpoints=None):
+        torch.manual_seed(0)
+        backbone = BACKBONES.build("tiny_bnn", num_classes=4, image_size=16)
+        module = BackboneClassifier(backbone, num_classes=4, lr=1e-3, weight_decay=1e-5)
+        cyclic = CyclicPrecision.from_config(config, input_shape=IMAGE_SHAPE)
+        callbacks = [cyclic, *extra_callbacks]
+        if checkpoints is not None:
+            callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=checkpoints, save_last=True))
+        trainer = pl.Trainer(
+            max_epochs=2,
+            callbacks=callbacks,
+            logger=False,
+            enable_checkpointing=checkpoints is not None,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, DataLoader(data, batch_size=16), ckpt_path=ckpt_path)
+        return cyclic.record()
+
+    whole = fit()
+    stopped = fit([_StopAfterFirstEpoch()], checkpoints=tmp_path)
+    assert stopped["steps"] == 4 < whole["steps"] == 8
+    resumed = fit(ckpt_path=tmp_path / "last.ckpt")
+    assert resumed["applied_bits"] == whole["applied_bits"]
+    for key in ("train_bitops", "fp32_bitops", "cpt_convention_bitops", "samples", "steps"):
+        assert resumed[key] == whole[key], key

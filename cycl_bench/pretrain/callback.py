@@ -80,6 +80,7 @@ class CyclicPrecision(pl.Callback):
         """the CPT/CycleBNN convention: binary layers at the scheduled bits"""
         self.applied: list[tuple[int, int, int, int]] = []
         self._training_precision: tuple | None = None
+        self._restored: dict | None = None
 
     @classmethod
     def from_config(
@@ -109,13 +110,43 @@ class CyclicPrecision(pl.Callback):
             "macs_per_sample": cost.macs_per_sample if cost else None,
         }
 
+    # -- state across a resumed fit (Lightning saves it in its checkpoints) -------------------
+
+    COUNTERS = ("total_bitops", "fp32_bitops", "steps", "samples")
+
+    def state_dict(self) -> dict:
+        """The applied bits and both cost counters so far: a fit resumed from a checkpoint
+        continues the schedule and the cost from where they were (`load_state_dict`)."""
+        return {
+            "applied": [list(bits) for bits in self.applied],
+            "cost": {k: getattr(self.cost, k) for k in self.COUNTERS} if self.cost else None,
+            "cpt_cost": (
+                {k: getattr(self.cpt_cost, k) for k in self.COUNTERS} if self.cpt_cost else None
+            ),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Kept until the fit starts (Lightning restores callbacks before `on_train_start`)."""
+        self._restored = dict(state_dict)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the schedule is a function of the fit's total steps and the global step, both of
+        # which a resumed fit has as the uninterrupted one had them
         self.schedule = self.make_schedule(max(int(trainer.estimated_stepping_batches), 1))
         self.cost = TrainingCost(pl_module.backbone, self.input_shape)
         self.cpt_cost = TrainingCost(
             pl_module.backbone, self.input_shape, precision_of=scheduled_precision
         )
         self.applied = []
+        restored, self._restored = self._restored, None
+        if restored:
+            self.applied = [tuple(bits) for bits in restored["applied"]]
+            for cost, counters in (
+                (self.cost, restored["cost"]),
+                (self.cpt_cost, restored["cpt_cost"]),
+            ):
+                for key, value in (counters or {}).items():
+                    setattr(cost, key, value)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         bits = self.schedule(trainer.global_step)
