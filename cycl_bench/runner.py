@@ -18,13 +18,13 @@ from pathlib import Path
 from cycl_bench import run_folder
 from cycl_bench.config import ExperimentConfig
 from cycl_bench.data.base import Stream, default_data_root
-from cycl_bench.errors import UserError
+from cycl_bench.errors import UserError, check_writable_folder
 from cycl_bench.evaluation.results import Results, load_results, write_results
 from cycl_bench.executors import Cell, LocalExecutor
 from cycl_bench.pretrain.data import check_source
 from cycl_bench.registry import BACKBONES, BENCHMARKS
 from cycl_bench.run_record import entry_results, environment, method_info
-from cycl_bench.spec import RunSpec
+from cycl_bench.spec import RunSpec, default_cache_dir
 
 
 @dataclass
@@ -130,6 +130,8 @@ def prepare(
         from cycl_bench.pretrain.run import trainer_launch
 
         trainer_launch(config.pretrain, config.device, rerunnable=False)  # devices, strategy
+    if config.pretrain.schedule != "none":
+        check_writable_folder(cache_dir or default_cache_dir(), "--cache-dir")
     config = resolve_parameters(config)
     if config.threads is None:
         import torch

@@ -175,3 +175,32 @@ def test_compare_refuses_a_summary_the_seeds_do_not_give(tmp_path, capsys):
     bad = results_with(tmp_path, "bad.json", lambda d: d["summary"]["bwt"].update(mean=0.1))
     assert main(["compare", good, bad, "--out", str(tmp_path / "plots")]) == 2
     assert "summary.bwt.mean: stored 0.1, the seeds give" in one_error_line(capsys)
+
+
+PRETRAIN = "pretrain --backbone tiny_bnn --benchmark core50_nc --data synthetic"
+SUBMIT = "submit {result} --name N --author A --license MIT --hardware cpu"
+FOLDER_OPTIONS = {
+    "run --cache-dir": "run core50_nc --data synthetic --fast --out {tmp}/runs",
+    "pretrain --out": PRETRAIN,
+    "pretrain --cache-dir": PRETRAIN + " --out {tmp}/p",
+    "compare --out": "compare {result}",
+    "submit --submissions": SUBMIT,
+    "submit --models-out": SUBMIT + " --submissions {tmp}/s",
+}
+
+
+@pytest.mark.parametrize("case", FOLDER_OPTIONS)
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_folder_option_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys, case, where):
+    option = case.split()[1]
+    command = FOLDER_OPTIONS[case].split()
+    result = results_with(tmp_path, "result.json", lambda data: None)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine\n")
+    target = blocker if where == "a file" else blocker / "folder"
+    args = [a.format(tmp=tmp_path, result=result) for a in command]
+    assert main([*args, option, str(target)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: {option} {target}") and "a file" in line, line
+    assert blocker.read_text() == "mine\n"
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "p").exists()

@@ -296,3 +296,48 @@ def test_a_packed_model_computes_what_the_full_one_does(tmp_path):
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
     assert packed.stat().st_size < full.stat().st_size / 4
+
+
+# -- the suite's own reference entries, shipped with their models --------------------------------
+
+SHIPPED = Path(__file__).resolve().parent.parent / "leaderboard"
+
+
+def shipped_reference_entries() -> list[Path]:
+    return sorted(
+        path
+        for path in (SHIPPED / "submissions").glob("*/*.json")
+        if '"models"' in path.read_text(encoding="utf-8")
+    )
+
+
+def test_the_shipped_reference_entries_carry_their_models_and_a_current_record():
+    from cycl_bench.export.saved import file_sha256
+    from cycl_bench.leaderboard.validate import validate
+    from cycl_bench.leaderboard.verify import read_record, record_path
+
+    entries = shipped_reference_entries()
+    assert {path.parent.name for path in entries} >= {"core50_nc", "split_cifar10"}
+    for item in validate(entries):
+        assert item.ok, item.problems
+        submission = item.submission
+        assert submission.track == "synthetic" and not submission.results.fast
+        record = read_record(record_path(SHIPPED / "verifications", submission))
+        assert record is not None and record.status == "verified", item.path
+        assert record.submission_sha256 == file_sha256(item.path)  # the file as it is now
+        for model in submission.models:
+            path = SHIPPED / "models" / model_file_name(submission, model.seed)
+            assert file_sha256(path) == model.sha256
+
+
+def model_file_name(submission, seed: int) -> str:
+    from cycl_bench.leaderboard.submission import model_file_name as name
+
+    return name(submission.benchmark, submission.entry.name, seed)
+
+
+def test_a_fresh_clone_verifies_a_reference_entry_with_no_network(tmp_path, capsys):
+    (path,) = [p for p in shipped_reference_entries() if p.parent.name == "split_cifar10"][:1]
+    args = ["leaderboard", "verify", str(path), "--models", str(SHIPPED / "models")]
+    assert main([*args, "--records", str(tmp_path)]) == 0
+    assert "largest difference 0 image(s)" in capsys.readouterr().out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cycl_bench.errors import UserError
+from cycl_bench.errors import UserError, check_writable_folder
 from cycl_bench.evaluation.results import Results, load_results
 
 HELP = "compare results files or run folders in one table and one plot"
@@ -111,6 +111,7 @@ def run(args) -> int:
     from cycl_bench.evaluation.plots import plot_accuracy_curves
     from cycl_bench.logging.console import comparison_table
 
+    check_writable_folder(args.out, "--out")
     found = collect(args.paths)
     if any(sweep.is_sweep(Path(path)) for path in args.paths) and not args.force:
         groups = by_protocol(found)  # a sweep may span streams: one comparison per stream

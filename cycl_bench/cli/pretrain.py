@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cycl_bench.errors import UserError
+from cycl_bench.errors import UserError, check_writable_folder
 from cycl_bench.pretrain.config import STRATEGIES, PretrainConfig
 
 HELP = "pretrain a backbone with a cyclic (or constant) precision schedule"
@@ -99,6 +99,10 @@ def run(args) -> int:
         raise UserError(f"{option} {first['input']!r}: {first['msg'].lower()}") from None
     BACKBONES.get(args.backbone)  # fail on a bad name before loading any data
     check_source(config)
+    check_writable_folder(args.out, "--out")
+    from cycl_bench.spec import default_cache_dir
+
+    check_writable_folder(args.cache_dir or default_cache_dir(), "--cache-dir")
     options = {"data_root": args.data_root} if args.data_root else {}
     stream = BENCHMARKS.build(args.benchmark, data=args.data, seed=args.seed, **options)
     spec = RunSpec.of(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cycl_bench.errors import UserError
+from cycl_bench.errors import UserError, check_writable_folder
 
 HELP = "turn a results file into a leaderboard submission (then open a pull request)"
 DEFAULT_SUBMISSIONS = Path("leaderboard/submissions")
@@ -160,6 +160,9 @@ def run(args) -> int:
     from cycl_bench.leaderboard.validate import validate_new
 
     entry = _entry(args)
+    check_writable_folder(args.submissions, "--submissions")
+    if args.models_out is not None:
+        check_writable_folder(args.models_out, "--models-out")
     results = load_results(args.result)
     path = _target(args.submissions, entry_file_name(results.benchmark.name, entry.name))
     if path.exists() and not args.update:
