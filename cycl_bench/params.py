@@ -29,6 +29,17 @@ from pydantic.fields import FieldInfo
 from cycl_bench.errors import UserError, suggest
 from cycl_bench.quant.bits import FLOAT_GRAD_BITS, GRAD_BITS_RANGE, check_grad_bits
 
+# Physical upper bounds of what a user gives: far above any real setting, below what would run
+# for days or ask for more memory than a machine has (a 100000-pixel square image is 30 GB).
+MAX_EPOCHS = 10_000
+MAX_STEPS = 10_000_000
+MAX_BATCH = 65_536
+MAX_MEMORY = 10_000_000
+"""replay or latent memory, in samples"""
+MAX_IMAGE_SIZE = 1024
+MAX_IMAGES = 100_000
+"""images per object or per class of a synthetic or subsampled stream"""
+
 
 class Params(BaseModel):
     """Strict: an integer parameter refuses True and 1.0, a number refuses "0.1", a flag "yes".
@@ -136,9 +147,14 @@ def _bounds(field: FieldInfo) -> str:
         if getattr(item, key, None) is not None
     }
     if "ge" in limits and "le" in limits:
-        return f"from {limits['ge']:g} to {limits['le']:g}"
+        return f"from {_number(limits['ge'])} to {_number(limits['le'])}"
     symbols = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    return " and ".join(f"{symbols[key]} {value:g}" for key, value in limits.items())
+    return " and ".join(f"{symbols[key]} {_number(value)}" for key, value in limits.items())
+
+
+def _number(value) -> str:
+    """10000000 as written (not 1e+07), 0.0005 as 0.0005."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def allowed(field: FieldInfo, *, with_type: bool = False) -> str:

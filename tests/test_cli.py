@@ -75,7 +75,14 @@ def test_list_details_shows_every_parameter_with_its_declared_default_and_range(
     assert hybrid["grad_bits"][:7] == ["int", "16", "from", "2", "to", "32", "(32"]
     assert hybrid["rounding"][:4] == ["choice", "nearest", "stochastic,", "nearest"]
     assert hybrid["first_lr"][:4] == ["float", "0.001", ">", "0"]
-    assert parameter_rows(done.stdout, "replay")["mem_size"][:4] == ["int", "500", ">=", "1"]
+    assert parameter_rows(done.stdout, "replay")["mem_size"][:6] == [
+        "int",
+        "500",
+        "from",
+        "1",
+        "to",
+        "10000000",
+    ]
     assert parameter_rows(done.stdout, "tiny_bnn")["num_classes"][:4] == [
         "int",
         "required",
@@ -204,3 +211,22 @@ def test_a_folder_option_that_is_a_file_is_one_line_before_any_work(tmp_path, ca
     assert line.startswith(f"error: {option} {target}") and "a file" in line, line
     assert blocker.read_text() == "mine\n"
     assert not (tmp_path / "runs").exists() and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("strategy.*.epochs=99999999999999999999", "must be an integer from 1 to 10000"),
+        ("strategy.replay.mem_size=100000000000", "must be an integer from 1 to 10000000"),
+        ("benchmark.options.synthetic.image_size=100000", "must be an integer from 8 to 1024"),
+        ("pretrain.epochs=100000000", "pretrain epochs=100000000 must be at most 10000"),
+        ("pretrain.synthetic_images_per_class=10000000", "must be at most 100000"),
+    ],
+)  # fmt: skip
+def test_values_beyond_physical_bounds_are_one_line(tmp_path, capsys, override, message):
+    """An epoch count that would run for years or an image size that would allocate 75 GB is
+    refused before any work, like any value out of range."""
+    args = ["run", "core50_nc", "--data", "synthetic", "--fast", "--out", str(tmp_path / "runs")]
+    assert main([*args, "--strategy", "replay", override]) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "runs").exists()

@@ -90,7 +90,7 @@ def one_line_error(call, *args, **kwargs) -> str:
     ("arguments", "expected"),
     [
         ({"num_classes": True}, "num_classes=True must be a positive integer"),
-        ({"num_classes": 5, "image_size": 4}, "image_size=4 must be an integer >= 8"),
+        ({"num_classes": 5, "image_size": 4}, "image_size=4 must be an integer from 8 to 1024"),
         ({"num_classes": 5, "width": 0}, "width=0 must be a positive number"),
         ({"num_classes": 5, "precision_mode": "xnor"}, "must be one of cyclebnn, cpt"),
         ({}, "tiny_bnn needs the backbone argument num_classes (a positive integer)"),
@@ -115,9 +115,9 @@ def test_benchmark_options_given_as_text_are_parsed_to_their_declared_types():
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"image_size": True}, "image_size=True must be an integer >= 8"),
-        ({"image_size": "4"}, "image_size='4' must be an integer >= 8"),
-        ({"images_per_object": "many"}, "images_per_object='many' must be a positive integer"),
+        ({"image_size": True}, "image_size=True must be an integer from 8 to 1024"),
+        ({"image_size": "4"}, "image_size='4' must be an integer from 8 to 1024"),
+        ({"images_per_object": "many"}, "images_per_object='many' must be an integer from 1 to 100000"),
         ({"object_level": "maybe"}, "object_level='maybe' must be true or false"),
         ({"mini": True}, "unknown option 'mini' for core50_nc with synthetic data; valid options"),
     ],

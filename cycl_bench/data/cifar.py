@@ -25,7 +25,7 @@ from cycl_bench.data.protocol import Plan, request
 from cycl_bench.data.transforms import CIFAR_MEAN, CIFAR_STD, eval_transform
 from cycl_bench.data.transforms import train_transform as make_train_transform
 from cycl_bench.errors import UserError
-from cycl_bench.params import Options
+from cycl_bench.params import MAX_IMAGES, Options
 from cycl_bench.registry import BENCHMARKS
 
 IMAGE_SIZE = 32
@@ -43,16 +43,16 @@ class RealOptions(Options):
 
 
 class Cifar10SyntheticOptions(RealOptions):
-    train_images_per_class: int = Field(100, ge=1)
+    train_images_per_class: int = Field(100, ge=1, le=MAX_IMAGES)
     """generated training images per class"""
-    test_images_per_class: int = Field(20, ge=1)
+    test_images_per_class: int = Field(20, ge=1, le=MAX_IMAGES)
     """generated test images per class"""
 
 
 class Cifar100SyntheticOptions(Cifar10SyntheticOptions):
-    train_images_per_class: int = Field(20, ge=1)
+    train_images_per_class: int = Field(20, ge=1, le=MAX_IMAGES)
     """generated training images per class"""
-    test_images_per_class: int = Field(5, ge=1)
+    test_images_per_class: int = Field(5, ge=1, le=MAX_IMAGES)
     """generated test images per class"""
 
 

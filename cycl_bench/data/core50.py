@@ -44,7 +44,7 @@ from cycl_bench.data.protocol import Plan, request
 from cycl_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from cycl_bench.data.transforms import train_transform as make_train_transform
 from cycl_bench.errors import UserError
-from cycl_bench.params import Options
+from cycl_bench.params import MAX_IMAGE_SIZE, MAX_IMAGES, Options
 from cycl_bench.registry import BENCHMARKS
 
 RUNS = range(10)
@@ -71,11 +71,11 @@ class RealOptions(Options):
 class SyntheticOptions(Options):
     object_level: bool = True
     """50 objects; false: 10 categories"""
-    image_size: int = Field(32, ge=8)
+    image_size: int = Field(32, ge=8, le=MAX_IMAGE_SIZE)
     """side of the generated images"""
-    images_per_object: int = Field(6, ge=1)
+    images_per_object: int = Field(6, ge=1, le=MAX_IMAGES)
     """images per object per train session"""
-    test_images_per_object: int = Field(3, ge=1)
+    test_images_per_object: int = Field(3, ge=1, le=MAX_IMAGES)
     """images per object per test session"""
     augment: bool = False
     """random flip and padded crop on training images"""

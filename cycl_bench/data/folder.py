@@ -29,14 +29,14 @@ from cycl_bench.data.protocol import Plan
 from cycl_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from cycl_bench.data.transforms import train_transform as make_train_transform
 from cycl_bench.errors import UserError
-from cycl_bench.params import Options
+from cycl_bench.params import MAX_IMAGE_SIZE, Options
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 TEST_SESSION = "test"
 
 
 class FolderNiOptions(Options):
-    image_size: int = Field(32, ge=1)
+    image_size: int = Field(32, ge=1, le=MAX_IMAGE_SIZE)
     """images are resized to this square"""
     augment: bool = False
     """random flip and padded crop on training images"""

@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from cycl_bench.errors import UserError
-from cycl_bench.params import Params, check
+from cycl_bench.params import MAX_IMAGE_SIZE, Params, check
 from cycl_bench.quant.layers import BinaryConv2d, fixed_quant_conv2d, fixed_quant_linear
 from cycl_bench.quant.quantizers import PRECISION_MODES, check_precision_mode
 from cycl_bench.registry import BACKBONES
@@ -278,7 +278,7 @@ class BackboneParams(Params):
     """channels of the input images"""
     width: float = Field(1.0, gt=0)
     """multiplies every channel count"""
-    image_size: int = Field(32, ge=8)
+    image_size: int = Field(32, ge=8, le=MAX_IMAGE_SIZE)
     """side of the square input images"""
     precision_mode: Literal[PRECISION_MODES] = "cyclebnn"
     """cyclebnn: k-bit quantization before the sign (1x1-bit convolutions); cpt: k x k bits"""

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from cycl_bench.errors import UserError
+from cycl_bench.params import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES
 from cycl_bench.quant.bits import check_bits, check_grad_bits
 
 CPT_CLOSING_FRACTION = 0.1
@@ -80,6 +81,11 @@ class PretrainConfig(BaseModel):
     def _positive(cls, value: int, info) -> int:
         if value < 1:
             raise UserError(f"pretrain {info.field_name}={value} must be at least 1")
+        top = {"batch_size": MAX_BATCH}.get(info.field_name, MAX_EPOCHS)
+        if info.field_name.startswith("synthetic_"):
+            top = MAX_IMAGES
+        if value > top:
+            raise UserError(f"pretrain {info.field_name}={value} must be at most {top}")
         return value
 
     @field_validator("lr", "weight_decay")

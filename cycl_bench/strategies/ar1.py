@@ -39,7 +39,7 @@ from pydantic import Field
 from torch import nn
 
 from cycl_bench.errors import UserError
-from cycl_bench.params import GradBits
+from cycl_bench.params import MAX_BATCH, MAX_EPOCHS, MAX_MEMORY, GradBits
 from cycl_bench.quant.gradquant import ROUNDING_MODES
 from cycl_bench.quant.precision import set_precision
 from cycl_bench.registry import STRATEGIES
@@ -78,7 +78,7 @@ RENORM_D_MAX = 0.5
 class LatentReplayParams(ProtocolParams):
     """The training protocol plus the latent replay's own parameters."""
 
-    rm_sz: int = Field(1500, ge=1)
+    rm_sz: int = Field(1500, ge=1, le=MAX_MEMORY)
     """latent activations the replay memory holds (ar1-pytorch params.cfg and Avalanche's AR1:
     1500)"""
     latent_layer: int = -1
@@ -112,7 +112,7 @@ class Ar1StarParams(LatentReplayParams):
     )
     # ar1-pytorch params.cfg and Avalanche's AR1: mb_size 128, inc_train_ep 4, SGD with
     # momentum 0.9 and weight decay (l2) 0.0005; inc_lr 0.001 (the 2020-04-09 params.cfg)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     """training minibatch (ar1-pytorch and Avalanche: 128)"""
     optimizer: Literal[OPTIMIZERS] = "sgd"
     """optimizer of every later experience (the reference's SGD)"""
@@ -121,7 +121,7 @@ class Ar1StarParams(LatentReplayParams):
     params.cfg of 2020-04-09 (0.001); its final version and Avalanche have 5e-5, with which no
     later class is learned within the suite's budgets (measured: 13.1% against 38.7%,
     docs/strategies.md)"""
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(4, ge=1, le=MAX_EPOCHS)
     """epochs of each later experience (inc_train_ep: 4)"""
     momentum: float = Field(0.9, ge=0, lt=1)
     """SGD momentum (the reference's 0.9)"""

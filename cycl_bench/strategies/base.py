@@ -19,7 +19,7 @@ from pydantic import Field
 from torch import nn
 
 from cycl_bench.errors import UserError
-from cycl_bench.params import Params, check, shown
+from cycl_bench.params import MAX_BATCH, MAX_EPOCHS, MAX_STEPS, Params, check, shown
 from cycl_bench.quant.precision import LayerPrecision, get_precision
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.latent_cache import LatentCache
@@ -112,21 +112,21 @@ class ProtocolParams(Params):
     minibatch 128), the first experience trained the same way by all.
     """
 
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     """training minibatch"""
     first_optimizer: Literal[OPTIMIZERS] = "sgd"
     """optimizer of the first experience"""
     first_lr: float = Field(0.001, gt=0)
     """learning rate of the first experience"""
-    first_epochs: int = Field(4, ge=1)
+    first_epochs: int = Field(4, ge=1, le=MAX_EPOCHS)
     """epochs of the first experience"""
     optimizer: Literal[OPTIMIZERS] = "sgd"
     """optimizer of every later experience (a fresh one each time: momentum reset)"""
     lr: float = Field(0.001, gt=0)
     """learning rate of the later experiences"""
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(4, ge=1, le=MAX_EPOCHS)
     """epochs of each later experience"""
-    min_steps: int = Field(50, ge=0)
+    min_steps: int = Field(50, ge=0, le=MAX_STEPS)
     """optimizer steps each experience takes at least (more epochs on a small stream)"""
     momentum: float = Field(0.9, ge=0, lt=1)
     """SGD momentum (both phases); Adam ignores it"""

@@ -21,7 +21,7 @@ from avalanche.training.templates import SupervisedTemplate
 from pydantic import Field
 from torch import nn
 
-from cycl_bench.params import GradBits
+from cycl_bench.params import MAX_MEMORY, GradBits
 from cycl_bench.quant.gradquant import ROUNDING_MODES
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.base import (
@@ -97,7 +97,7 @@ class ReplayParams(WholeNetworkParams):
         "ExperienceBalancedBuffer), not reservoir sampling; minibatches of current and "
         "memory samples concatenated",
     )
-    mem_size: int = Field(500, ge=1)
+    mem_size: int = Field(500, ge=1, le=MAX_MEMORY)
     """samples the replay memory holds (an equal share per experience seen)"""
 
 
