@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -253,11 +255,16 @@ class RayExecutor:
             "logging_level": logging.ERROR,
             "runtime_env": {"worker_process_setup_hook": f"{__name__}.quiet_worker"},
         }
+        # Ray installs a SIGTERM handler that exits at once: keep the command's own, which
+        # stops the run as Ctrl-C does (finished cells kept, `--resume` to continue)
+        handler = signal.getsignal(signal.SIGTERM)
         try:
             if self.address is None:
                 ray.init(num_cpus=available_cores(), include_dashboard=False, **options)
             else:
                 ray.init(address=self.address, **options)
+            if threading.current_thread() is threading.main_thread() and handler is not None:
+                signal.signal(signal.SIGTERM, handler)
         except ConnectionError:
             raise UserError(
                 f"--ray-address {self.address}: no Ray cluster found; start one with "

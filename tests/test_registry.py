@@ -117,7 +117,7 @@ def test_benchmark_options_given_as_text_are_parsed_to_their_declared_types():
     [
         ({"image_size": True}, "image_size=True must be an integer from 8 to 1024"),
         ({"image_size": "4"}, "image_size='4' must be an integer from 8 to 1024"),
-        ({"images_per_object": "many"}, "images_per_object='many' must be an integer from 1 to 100000"),
+        ({"images_per_object": "many"}, "images_per_object='many' must be an integer from 1 to"),
         ({"object_level": "maybe"}, "object_level='maybe' must be true or false"),
         ({"mini": True}, "unknown option 'mini' for core50_nc with synthetic data; valid options"),
     ],

@@ -246,13 +246,14 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(runner, "write_results", write_then_terminate)
     common = ["--strategy", "cwr_star", "naive", "--seeds", "0", "--wandb", "disabled"]
+    before = signal.getsignal(signal.SIGTERM)  # Python's, or one a library installed (Ray)
     assert run_cli(*common, "--out", str(tmp_path)) == 143
     run_dir = only_run_dir(tmp_path)
     err = capsys.readouterr().err
     assert f"--resume {run_dir}" in err and "terminated (SIGTERM)" in err
     assert (run_dir / "results" / "cwr_star.json").is_file()
     assert not (run_dir / "results" / "naive.json").exists()
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored after the command
+    assert signal.getsignal(signal.SIGTERM) == before  # restored after the command
     monkeypatch.undo()
     assert resume(run_dir) == 0
     assert (run_dir / "results" / "naive.json").is_file()

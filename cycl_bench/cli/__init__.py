@@ -69,15 +69,12 @@ def _raise_terminated(signum, frame) -> None:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises `Terminated` in the main thread while a command runs (a handler someone
-    else installed is left alone)."""
+    """SIGTERM raises `Terminated` in the main thread while a command runs; the handler that
+    was there before (Python's default, or one a library installed) is put back afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
-    if previous not in (signal.SIG_DFL, None):
-        yield
-        return
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
