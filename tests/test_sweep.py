@@ -128,3 +128,12 @@ def test_rows_that_would_look_alike_are_labelled_by_what_differs(sweep_dir):
     assert len(set(method_labels(rows))) == 1
     labels = method_labels(distinct(rows))
     assert labels == ["hq_cwr_star lr=0.001 #1", "hq_cwr_star lr=0.1", "hq_cwr_star lr=0.001 #2"]
+
+
+def test_a_large_grid_says_how_far_its_check_is_and_names_the_bad_point(tmp_path, capsys):
+    values = ",".join(["8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "40"])
+    assert sweep_cli(tmp_path / "runs", "--grid", f"strategy.hq_cwr_star.grad_bits={values}") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[:2] == ["checking sweep points: 1/24", "checking sweep points: 10/24"]
+    assert lines[-1].startswith("error: sweep point 12/24 (core50_nc")
+    assert not (tmp_path / "runs").exists()

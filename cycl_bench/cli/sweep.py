@@ -35,6 +35,10 @@ def add_arguments(parser):
     parser.set_defaults(overrides=[])
 
 
+PROGRESS_FROM_POINTS = 20
+"""A grid this large says how far the check of its points is (each builds its stream)."""
+
+
 def run(args) -> int:
     from cycl_bench.executors import make_executor
 
@@ -43,7 +47,11 @@ def run(args) -> int:
     run_command.split_strategy_overrides(args)
     executor = make_executor(args.executor, workers=args.workers, address=args.ray_address)
     points = sweeps.expand(experiments, args.grid, args.overrides)
-    plans = [_checked(args, point, i, len(points)) for i, point in enumerate(points, 1)]
+    plans = []
+    for number, point in enumerate(points, 1):
+        if len(points) >= PROGRESS_FROM_POINTS and (number == 1 or number % 10 == 0):
+            print(f"checking sweep points: {number}/{len(points)}", file=sys.stderr)
+        plans.append(_checked(args, point, number, len(points)))
     out = Path(args.out or run_command.DEFAULT_OUT)
     run_folder.check_out_dir(out)
     try:
