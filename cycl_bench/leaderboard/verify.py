@@ -374,15 +374,23 @@ def _rerun_check(submission: ReproducedSubmission, rerun) -> SeedCheck:
     except UserError as error:
         check.reason = f"rerun of seed {seed}: {error}"
         return check
+    if len(matrix) != len(result.accuracy_matrix):
+        check.reason = f"rerun of seed {seed}: {len(matrix)} rows, the file has " + str(
+            len(result.accuracy_matrix)
+        )
+        return check
     sizes = submission.results.benchmark.test_sizes
+    worst = 0
     for row, (recorded, measured) in enumerate(zip(result.accuracy_matrix, matrix, strict=True)):
         check.recorded, check.measured = recorded, measured
         _judged(check, sizes)
+        worst = max(worst, check.max_difference_images or 0)
         if not check.ok:
             check.reason = f"rerun, row {row}: {check.reason}"
             return check
     check.recorded = [x for row in result.accuracy_matrix for x in row]
     check.measured = [x for row in matrix for x in row]
+    check.max_difference_images = worst  # over the whole matrix
     return check
 
 
