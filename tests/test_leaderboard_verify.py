@@ -341,3 +341,21 @@ def test_a_fresh_clone_verifies_a_reference_entry_with_no_network(tmp_path, caps
     args = ["leaderboard", "verify", str(path), "--models", str(SHIPPED / "models")]
     assert main([*args, "--records", str(tmp_path)]) == 0
     assert "largest difference 0 image(s)" in capsys.readouterr().out
+
+
+def test_submit_refuses_a_run_whose_model_changed_and_lists_none_out_of_its_folder(
+    run_dir, tmp_path, capsys
+):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    model = copy / "models" / "cwr_star-seed1.pt"
+    model.write_bytes(model.read_bytes() + b"edited")
+    assert submit(copy, tmp_path) == 2
+    assert "is not the model" in capsys.readouterr().err
+    assert not (tmp_path / "submissions").exists()
+    alone = tmp_path / "elsewhere" / "results" / "cwr_star.json"  # the file without its run
+    alone.parent.mkdir(parents=True)
+    shutil.copy(run_dir / "results" / "cwr_star.json", alone)
+    assert submit(alone.parent.parent, tmp_path) == 0
+    assert "not in its run folder; the submission lists no models" in capsys.readouterr().out
+    assert "models" not in json.loads(submission_file(tmp_path).read_text())

@@ -112,15 +112,19 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _saved_models(result: Path, results) -> list[tuple[int, Path]]:
     """(seed, saved model file) of every seed, from the run folder the results file is in;
-    empty when the run saved none (an older run). A file whose sha256 is not the recorded one
-    is a UserError: it is not the model the numbers were measured with."""
+    empty when the run saved none (an older run) or the file is no longer in its run folder. A
+    model missing there, or whose sha256 is not the recorded one, is a UserError: it is not the
+    model the numbers were measured with."""
     from cycl_bench.export.saved import file_sha256
 
+    if any(seed.model_file is None or seed.model_sha256 is None for seed in results.per_seed):
+        return []
     run_dir = result.resolve().parent.parent
+    if not (run_dir / "config.yaml").is_file():
+        print(f"note: {result} is not in its run folder; the submission lists no models")
+        return []
     found = []
     for seed in results.per_seed:
-        if seed.model_file is None or seed.model_sha256 is None:
-            return []
         path = run_dir / seed.model_file
         if not path.is_file():
             raise UserError(
@@ -167,8 +171,6 @@ def run(args) -> int:
     path = _target(args.submissions, entry_file_name(results.benchmark.name, entry.name))
     if path.exists() and not args.update:
         raise UserError(f"{path} already exists; pass --update to replace it or choose a --name")
-    if args.models_out is not None and args.models_out.exists() and not args.models_out.is_dir():
-        raise UserError(f"--models-out {args.models_out} is a file; give a folder")
     with tempfile.TemporaryDirectory() as staging:
         models = _models(args, results, entry.name, Path(staging))
         submission = {
