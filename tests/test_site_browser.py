@@ -19,9 +19,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from test_leaderboard_support import make_claimed, make_submission, write_submission
 
+from cycl_bench.export.saved import file_sha256
 from cycl_bench.leaderboard.site import build_site
 from cycl_bench.leaderboard.validate import submission_files, validate
-from cycl_bench.leaderboard.verify import VerificationRecord, file_sha256, write_record
+from cycl_bench.leaderboard.verify import VerificationRecord, write_record
 
 INSTALL = "install them with `apt-get install -y chromium chromium-driver` (Debian/Ubuntu)"
 HOSTILE_NAME = "<script>window.pwned = 1</script> & friends"

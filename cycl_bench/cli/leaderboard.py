@@ -180,7 +180,6 @@ def _rerun(data_root: Path | None, cache_dir: Path | None):
 
 
 def run_verify(args) -> int:
-    from cycl_bench.data.base import default_data_root
     from cycl_bench.leaderboard.submission import ReproducedSubmission
     from cycl_bench.leaderboard.validate import submission_files, validate
     from cycl_bench.leaderboard.verify import verify_submission, write_record
@@ -205,7 +204,7 @@ def run_verify(args) -> int:
             item.path,
             item.submission,
             models=models,
-            data_root=args.data_root or default_data_root(),
+            data_root=args.data_root,
             cache=cache,
             device=args.device,
             download=args.download,

@@ -31,7 +31,7 @@ from cycl_bench.evaluation.results import SUMMARY_KEYS
 from cycl_bench.leaderboard import svg
 from cycl_bench.leaderboard.submission import ReproducedSubmission, Submission
 from cycl_bench.leaderboard.table import Row, ranked, row_of, to_csv, to_json
-from cycl_bench.leaderboard.verify import VerificationRecord, file_sha256, read_record, record_path
+from cycl_bench.leaderboard.verify import VerificationRecord, read_record, record_path
 
 STAMP = ".cycl-bench-site"
 TRACKS = ("real", "synthetic")
@@ -93,6 +93,8 @@ def current_record(
     """The verification record of the submission file as it is now (None: not verified)."""
     if records is None or not isinstance(submission, ReproducedSubmission):
         return None
+    from cycl_bench.export.saved import file_sha256  # torch is loaded only when needed
+
     record = read_record(record_path(records, submission))
     if record is None or record.submission_sha256 != file_sha256(path):
         return None

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import datetime
 import getpass
-import hashlib
 import json
 import os
 import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -101,7 +100,6 @@ class Outcome:
     path: Path
     record: VerificationRecord | None = None
     skipped: str = ""
-    notes: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -126,10 +124,6 @@ def verifier() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def record_path(records: Path, submission: ReproducedSubmission) -> Path:
     return records / submission.benchmark / f"{slugify(submission.entry.name)}.json"
 
@@ -150,6 +144,8 @@ def read_record(path: Path) -> VerificationRecord | None:
 def _download(url: str, sha256: str, cache: Path) -> Path:
     """The file at `url` in the cache, named by its sha256; a UserError when it does not answer,
     is too big or is another file."""
+    from cycl_bench.export.saved import file_sha256
+
     target = cache / "models" / f"{sha256}.pt"
     if target.is_file() and file_sha256(target) == sha256:
         return target
@@ -189,12 +185,11 @@ def locate_model(
 
 def check_model_file(path: Path, sha256: str):
     """The model at `path` loaded, once its sha256 is `sha256`; a UserError naming the file."""
-    from cycl_bench.export.saved import file_sha256 as saved_sha256
-    from cycl_bench.export.saved import load_model
+    from cycl_bench.export.saved import file_sha256, load_model
 
     if path.is_symlink() or not path.is_file():
         raise UserError(f"{path} is not a regular file")
-    found = saved_sha256(path)
+    found = file_sha256(path)
     if found != sha256:
         raise UserError(f"{path} has sha256 {found[:12]}…, the submission lists {sha256[:12]}…")
     return load_model(path)
@@ -266,7 +261,7 @@ def evaluate_seed(
     from cycl_bench.continual.loop import accuracy_row
 
     listed = next(model for model in submission.models if model.seed == seed)
-    recorded = next(s for s in submission.results.per_seed if s.seed == seed).accuracy_matrix[-1]
+    recorded = _last_row(submission, seed)
     check = SeedCheck(seed=seed, model_sha256=listed.sha256, recorded=recorded, ok=False)
     try:
         model, saved = check_model_file(path, listed.sha256)
@@ -313,6 +308,7 @@ def verify_submission(
     """Verify one submission (module doc). `rerun(submission, seed)`, when given, retrains that
     seed from the recorded config and returns its accuracy matrix (the command line's
     `--rerun`: the runner lives above this module)."""
+    from cycl_bench.export.saved import file_sha256
     from cycl_bench.run_record import device_name, git_sha
 
     outcome = Outcome(path)
