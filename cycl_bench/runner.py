@@ -174,8 +174,9 @@ def run(
     }
     for entry in plan.entries:
         path = run_folder.results_path(run_dir, entry)
-        if path.is_file():
-            for seed in run_folder.stale_models(run_dir, load_results(path)):
+        if path.is_file():  # a seed on file that `finished_seeds` dropped: its model is stale
+            recorded = [seed.seed for seed in load_results(path).per_seed]
+            for seed in (s for s in recorded if s not in finished[entry]):
                 echo(
                     f"{entry} seed {seed}: its saved model is missing or not the one measured "
                     "(sha256); training it again"
