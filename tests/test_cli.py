@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,16 @@ from cycl_bench.cli import COMMANDS, main
 from cycl_bench.registry import ALL
 
 
-def cycl_bench(*args: str) -> subprocess.CompletedProcess:
+def cycl_bench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cycl_bench", *args], capture_output=True, text=True
+        [sys.executable, "-m", "cycl_bench", *args], capture_output=True, text=True, cwd=cwd
     )
+
+
+@pytest.fixture(scope="module")
+def listing(tmp_path_factory) -> subprocess.CompletedProcess:
+    """`python -m cycl_bench list`, run once outside the source tree."""
+    return cycl_bench("list", cwd=tmp_path_factory.mktemp("elsewhere"))
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -27,8 +34,8 @@ def test_every_command_has_help(command, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-def test_list_shows_every_registered_name_and_the_shipped_experiments():
-    done = cycl_bench("list")
+def test_list_shows_every_registered_name_and_the_shipped_experiments(listing):
+    done = listing
     assert done.returncode == 0, done.stderr
     for registry in ALL:
         assert f"{registry.plural}:" in done.stdout
@@ -94,11 +101,25 @@ def test_list_details_shows_every_parameter_with_its_declared_default_and_range(
     assert "list --details" not in done.stderr and "Traceback" not in done.stderr
 
 
-def test_the_console_script_and_the_module_are_the_same_program():
-    from importlib.metadata import entry_points
+def test_the_console_script_and_the_module_are_the_same_program(listing, tmp_path):
+    """The installed `cycl-bench` (next to this interpreter) and `python -m cycl_bench` answer
+    the same arguments with the same output and exit code: the listing, and a user error."""
+    script = shutil.which("cycl-bench", path=str(Path(sys.executable).parent))
+    assert script is not None, "no cycl-bench console script next to the interpreter"
 
-    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "cycl-bench"]
-    assert script.value == "cycl_bench.cli:main"
+    def installed(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([script, *args], capture_output=True, text=True, cwd=tmp_path)
+
+    def outcome(done: subprocess.CompletedProcess) -> tuple[int, str, str]:
+        return done.returncode, done.stdout, done.stderr
+
+    assert listing.returncode == 0 and "strategies:" in listing.stdout
+    assert outcome(installed("list")) == outcome(listing)
+    error = cycl_bench("run", "no_such_experiment", cwd=tmp_path)
+    assert error.returncode == 2 and error.stdout == ""
+    assert error.stderr.startswith("error: unknown experiment 'no_such_experiment'")
+    assert len(error.stderr.splitlines()) == 1
+    assert outcome(installed("run", "no_such_experiment")) == outcome(error)
 
 
 @pytest.mark.parametrize(

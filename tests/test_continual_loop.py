@@ -6,11 +6,59 @@ import reference_metrics
 
 from cycl_bench.continual.loop import build_model, run_strategy
 from cycl_bench.evaluation.results import SeedResult
-from cycl_bench.quant.precision import model_size_bytes
 from cycl_bench.registry import BENCHMARKS
 from cycl_bench.spec import RunSpec
 
 SHORT = {"first_epochs": 1, "epochs": 1, "batch_size": 16, "min_steps": 0}
+
+# -- the synthetic CORe50 streams below, counted by hand -----------------------------------------
+# 50 objects (one class each), 8 training sessions of 1 image per object, 3 test sessions of
+# 3 images per object (the benchmark's default). NC: 10 classes, then 8 x 5.
+NC_TRAIN_SAMPLES = [10 * 8 * 1] + [5 * 8 * 1] * 8  # 80, then 40 per experience
+NC_TEST_SIZES = [10 * 3 * 3] + [5 * 3 * 3] * 8  # 90, then 45 per test view
+NI_TEST_SIZES = [50 * 3 * 3]  # one shared test set: 450
+
+# tiny_bnn on 3x16x16 with 50 classes (as test_cost.py counts it for 4 classes): an 8-bit stem
+# 3->32 at 16x16, binary 3x3 units 32->32 s2 (8x8), 32->64 (8x8), 64->64 s2 (4x4), 64->128 (4x4),
+# 8-bit 1x1 projections 32->64 (8x8) and 64->128 (4x4), an 8-bit bias-free head 128->50.
+STEM = 16 * 16 * 32 * 3 * 9
+BINARY = 8 * 8 * 32 * 32 * 9 + 8 * 8 * 64 * 32 * 9 + 4 * 4 * 64 * 64 * 9 + 4 * 4 * 128 * 64 * 9
+PROJECTIONS = 8 * 8 * 64 * 32 + 4 * 4 * 128 * 64
+HEAD = 128 * 50
+# BitOPs per sample (MACs x weight bits x activation bits; a backward pass adds the weight and the
+# input gradient at weight/activation bits x gradient bits; the stem has no input gradient; the
+# continual stage's gradients are float, 32 bits)
+TRAIN_STEP = (
+    STEM * (8 * 8 + 8 * 32)
+    + (PROJECTIONS + HEAD) * (8 * 8 + 2 * 8 * 32)
+    + BINARY * (1 * 1 + 2 * 1 * 32)
+)
+BACKBONE_FORWARD = (STEM + PROJECTIONS) * 8 * 8 + BINARY * 1 * 1
+# hq_cwr_star: experience 0 trains the whole network, then a BatchNorm recalibration forward
+# (head included) and the hybrid head's calibration forward (backbone only); every later one
+# encodes its samples once (latent cache) and runs head-only steps at 8 x 8 bits (the forward
+# x_q . W_q^T and the weight gradient delta_q^T . x_q)
+HQ_CWR_BITOPS = [
+    NC_TRAIN_SAMPLES[0] * (TRAIN_STEP + BACKBONE_FORWARD + HEAD * 8 * 8 + BACKBONE_FORWARD)
+]
+HQ_CWR_BITOPS += [n * (BACKBONE_FORWARD + HEAD * (8 * 8 + 8 * 8)) for n in NC_TRAIN_SAMPLES[1:]]
+# the same work at 32 x 32 bits everywhere (the FP32 reference of bitops_reduction_vs_fp32):
+# a training step is a forward, a weight gradient and (above the stem) an input gradient
+FP = 32 * 32
+ALL_MACS = STEM + BINARY + PROJECTIONS + HEAD
+FP32_FIRST = (STEM * 2 + (ALL_MACS - STEM) * 3) * FP + ALL_MACS * FP + (ALL_MACS - HEAD) * FP
+FP32_LATER = (ALL_MACS - HEAD) * FP + HEAD * 2 * FP
+HQ_CWR_FP32_BITOPS = NC_TRAIN_SAMPLES[0] * FP32_FIRST + sum(NC_TRAIN_SAMPLES[1:]) * FP32_LATER
+# its deployed size in bytes (test_export.py counts the same network at width 0.25):
+# binary weights 9 * (32*32 + 64*32 + 64*64 + 128*64) = 138240 bits -> 17280 bytes;
+# 8-bit weights: stem 32*3*9 + projections 64*32 + 128*64 + head 50*128 = 17504 bytes;
+# float32: per-channel weight scales 32 + 64 + 128 + 50 = 274, parameters (4 input-quantizer
+# scales, BatchNorm affine 2 * (32 + 32 + 64 + 64 + 64 + 128 + 128) = 1024, thresholds
+# 32 + 32 + 64 + 64 = 192, binary output scales 32 + 64 + 64 + 128 = 288) 1508, BatchNorm
+# running statistics 2 * 512 = 1024: 2806 float32 = 11224 bytes
+TINY_BNN_50_BYTES = 17280 + 17504 + 11224
+# the latent cache of a later experience: 40 samples x 128 features, one 8-bit code each
+LATENT_CACHE_BYTES = 40 * 128
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +105,29 @@ def test_result_holds_the_matrix_its_metrics_and_the_costs(nc_stream, reported_r
     experiences = nc_stream.n_experiences
     assert len(result.accuracy_matrix) == experiences
     assert all(len(row) == experiences for row in result.accuracy_matrix)
-    # the matrix-derived numbers, recomputed from the README's formulas by the test
-    by_formula = reference_metrics.per_seed(result.accuracy_matrix, nc_stream.test_sizes)
+    # the matrix-derived numbers, recomputed from the README's formulas by the test (numpy),
+    # weighted by the test views' sizes counted by hand
+    by_formula = reference_metrics.per_seed(result.accuracy_matrix, NC_TEST_SIZES)
     for key, value in by_formula.items():
         assert getattr(result, key) == pytest.approx(value, abs=1e-12), key
     assert len(result.per_experience) == experiences
+    # the costs: BitOPs and the deployed size counted by hand from the network's layers
+    assert [c.train_bitops for c in result.per_experience] == HQ_CWR_BITOPS
+    assert result.train_bitops == sum(HQ_CWR_BITOPS) == 53_280_768_000
+    assert result.bitops_reduction_vs_fp32 == pytest.approx(
+        1 - sum(HQ_CWR_BITOPS) / HQ_CWR_FP32_BITOPS, rel=1e-12
+    )
+    assert result.model_size_bytes == TINY_BNN_50_BYTES == 46_008
+    # the run's time is its experiences' times together; its peak, the highest of theirs
     assert result.train_time_s == pytest.approx(sum(c.train_time_s for c in result.per_experience))
-    assert result.train_bitops == pytest.approx(sum(c.train_bitops for c in result.per_experience))
     assert result.peak_memory_mb == max(c.peak_memory_mb for c in result.per_experience) > 0
-    assert 0 < result.bitops_reduction_vs_fp32 < 1
-    assert result.model_size_bytes == model_size_bytes(tiny(nc_stream))
+
+
+def test_the_synthetic_streams_have_the_hand_counted_sizes(nc_stream, ni_stream):
+    assert [len(e.dataset) for e in nc_stream.train_stream] == NC_TRAIN_SAMPLES
+    assert [len(view) for view in nc_stream.test_views] == NC_TEST_SIZES
+    assert nc_stream.test_sizes == NC_TEST_SIZES
+    assert ni_stream.test_sizes == NI_TEST_SIZES
 
 
 def test_model_trains_with_float_gradients_and_evaluates_at_the_eval_bits(nc_stream, tmp_path):
@@ -121,7 +182,8 @@ def test_on_experience_reports_each_row_as_it_happens(nc_stream, reported_run):
     assert [index for index, _ in calls] == list(range(nc_stream.n_experiences))
     assert [info["accuracy_row"] for _, info in calls] == result.accuracy_matrix
     assert all(info["train_bitops"] > 0 and info["train_time_s"] > 0 for _, info in calls)
-    assert calls[0][1]["latent_cache_bytes"] == 0 < calls[1][1]["latent_cache_bytes"]
+    cache = [info["latent_cache_bytes"] for _, info in calls]
+    assert cache == [0] + [LATENT_CACHE_BYTES] * (nc_stream.n_experiences - 1)
 
 
 def test_latent_cache_saves_backbone_bitops_not_accuracy(nc_stream):
@@ -136,7 +198,7 @@ def test_latent_cache_saves_backbone_bitops_not_accuracy(nc_stream):
 def test_domain_incremental_stream_has_one_column(ni_stream):
     result = run(ni_stream, "naive")
     assert [len(row) for row in result.accuracy_matrix] == [1] * ni_stream.n_experiences
-    by_formula = reference_metrics.per_seed(result.accuracy_matrix, ni_stream.test_sizes)
+    by_formula = reference_metrics.per_seed(result.accuracy_matrix, NI_TEST_SIZES)
     for key, value in by_formula.items():
         assert getattr(result, key) == pytest.approx(value, abs=1e-12), key
 

@@ -15,7 +15,6 @@ from torch.utils.data import TensorDataset
 
 from cycl_bench.continual.loop import accuracy_row, build_model
 from cycl_bench.data.assemble import make_stream
-from cycl_bench.evaluation.results import seed_metrics
 from cycl_bench.quant.gradquant import quantize_fixed_point, quantize_min_max
 from cycl_bench.spec import RunSpec
 from cycl_bench.strategies import build_strategy
@@ -269,9 +268,7 @@ def train_ours(stream, **params):
 def test_float_head_without_rescaling_reproduces_avalanche_cwr_star(avalanche_cwr_star):
     stream, reference_matrix, reference_model = avalanche_cwr_star
     matrix, model = train_ours(stream, equal_row_norms=False)
-    sizes = stream.test_sizes
-    final, reference_final = seed_metrics(matrix, sizes), seed_metrics(reference_matrix, sizes)
-    assert final["final_accuracy"] == pytest.approx(reference_final["final_accuracy"], abs=1e-6)
+    assert torch.allclose(torch.tensor(matrix), torch.tensor(reference_matrix), atol=1e-6)
     assert torch.allclose(model.classifier.weight, reference_model.classifier.weight, atol=1e-6)
 
 
@@ -290,14 +287,19 @@ def test_rows_are_avalanches_rescaled_to_the_first_experiences_mean_norm(avalanc
 
 
 def test_hybrid_head_at_32_bits_is_cwr_star(avalanche_cwr_star):
-    stream = avalanche_cwr_star[0]
-    _, cwr = train_ours(stream)
+    """At 32 bits nothing is quantized: the hybrid strategy learns what Avalanche's own CWRStar
+    learns on the same stream (our cwr_star is no reference here: it is built by the same
+    code), every accuracy and every head row."""
+    stream, reference_matrix, reference_model = avalanche_cwr_star
     model = fresh_model(stream)
     built = build_strategy(
         "hq_cwr_star", model=model, params={"grad_bits": 32, "latent_cache": False, **PROTOCOL}
     )
-    _, hq = train_and_score(stream, built.template)
-    assert torch.equal(cwr.classifier.weight, hq.classifier.weight)
+    matrix, hq = train_and_score(stream, built.template)
+    assert torch.allclose(torch.tensor(matrix), torch.tensor(reference_matrix), atol=1e-6)
+    reference = reference_model.classifier.weight
+    assert torch.allclose(hq.classifier.weight, reference, atol=1e-6)
+    assert bool((reference.abs().sum(dim=1) > 0).all())  # every class has learned a row
 
 
 def test_consolidated_rows_are_stored_on_the_grad_bits_grid():
