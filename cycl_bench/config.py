@@ -15,16 +15,20 @@ import copy
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cycl_bench.errors import UserError, suggest
+from cycl_bench.params import MAX_EPOCHS
 from cycl_bench.pretrain.config import PretrainConfig
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
-def config_root():
+
+def config_root() -> Traversable:
     return resources.files("cycl_bench") / "configs"
 
 
@@ -96,7 +100,7 @@ class ExperimentConfig(_Strict):
     untuned: dict[str, list[str]] = Field(default_factory=dict)
     # numpy's and Avalanche's generators take seeds in [0, 2**32); a boolean is no seed
     seeds: list[Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]] = Field(min_length=1)
-    eval_every: int = Field(1, ge=1, strict=True)
+    eval_every: int = Field(1, ge=1, le=MAX_EPOCHS, strict=True)
     """Evaluate the test views after experience 0, every `eval_every`-th one and the last
     (`continual.loop.evaluated_experiences`); 1: after every experience. Long streams (CORe50
     NICv2) evaluate less often: the evaluation is not what the stream measures, the training is."""
@@ -159,7 +163,7 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     if "*" in parts:
         star = parts.index("*")
-        parent = tree
+        parent: object = tree
         for part in parts[:star]:
             parent = parent.get(part) if isinstance(parent, dict) else None
         if not isinstance(parent, dict):
@@ -194,7 +198,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 def resolve(
     experiment: str,
     *,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     fast: bool = False,
     strategies: list[str] | None = None,
     **flags: Any,

@@ -16,11 +16,11 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cycl_bench.errors import UserError, suggest
 from cycl_bench.evaluation.results import SeedResult
@@ -28,6 +28,9 @@ from cycl_bench.run_record import device_name
 from cycl_bench.strategies import strategy_params
 
 if TYPE_CHECKING:
+    from ray import ObjectRef
+
+    from cycl_bench.models.common import Backbone
     from cycl_bench.runner import Plan
 
 
@@ -96,6 +99,7 @@ def run_cell(plan: Plan, run_dir: Path, checkpoint: Path | None, cell: Cell) -> 
             on_finished=_model_saver(plan, run_dir, cell),
         )
         result.device = device
+        assert result.model_file is not None  # set by `_model_saver`, run as `on_finished`
         record = Path(run_dir) / result.model_file
         record = record.with_suffix(".json")
         record.write_text(result.model_dump_json(indent=2))
@@ -108,12 +112,12 @@ def run_cell(plan: Plan, run_dir: Path, checkpoint: Path | None, cell: Cell) -> 
     )
 
 
-def _model_saver(plan: Plan, run_dir: Path, cell: Cell):
+def _model_saver(plan: Plan, run_dir: Path, cell: Cell) -> Callable[[Backbone], dict[str, str]]:
     """Saves a cell's final model (before its results file is written, so a run interrupted
     between the two redoes the cell and replaces the model) and returns where, with its sha256."""
     from cycl_bench.export import model_path, save_model
 
-    def save(model) -> dict[str, str]:
+    def save(model: Backbone) -> dict[str, str]:
         config, stream = plan.config, plan.stream
         path = model_path(run_dir, cell.entry, cell.seed)
         sha256 = save_model(
@@ -151,6 +155,19 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class Executor(Protocol):
+    """Where a run's cells execute: `connect` before the run (a UserError when that cannot be
+    done), `run` yields each cell's outcome as it finishes, `close` afterwards."""
+
+    def connect(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def run(
+        self, plan: Plan, run_dir: Path, checkpoint: Path | None, cells: list[Cell]
+    ) -> Iterator[CellOutcome]: ...
+
+
 class LocalExecutor:
     """Every cell in this process, in order, with the config's torch threads."""
 
@@ -179,7 +196,7 @@ RAY_CONNECT_TIMEOUT_S = 5
 
 def make_executor(
     name: str | None, *, workers: str | int | None = None, address: str | None = None
-):
+) -> Executor:
     """The executor `--executor NAME [--workers N] [--ray-address ADDR]` asks for; a UserError
     for an unknown name, a worker count below 1, or Ray options without `--executor ray`."""
     name = name or "local"
@@ -251,18 +268,20 @@ class RayExecutor:
 
         if ray.is_initialized():
             return
-        options = {
-            "logging_level": logging.ERROR,
-            "runtime_env": {"worker_process_setup_hook": f"{__name__}.quiet_worker"},
-        }
+        runtime_env = {"worker_process_setup_hook": f"{__name__}.quiet_worker"}
         # Ray installs a SIGTERM handler that exits at once: keep the command's own, which
         # stops the run as Ctrl-C does (finished cells kept, `--resume` to continue)
         handler = signal.getsignal(signal.SIGTERM)
         try:
             if self.address is None:
-                ray.init(num_cpus=available_cores(), include_dashboard=False, **options)
+                ray.init(
+                    num_cpus=available_cores(),
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                    runtime_env=runtime_env,
+                )
             else:
-                ray.init(address=self.address, **options)
+                ray.init(address=self.address, logging_level=logging.ERROR, runtime_env=runtime_env)
             if threading.current_thread() is threading.main_thread() and handler is not None:
                 signal.signal(signal.SIGTERM, handler)
         except ConnectionError:
@@ -296,17 +315,21 @@ class RayExecutor:
         task = ray.remote(_cell_task).options(
             num_cpus=threads, max_retries=CELL_RETRIES, retry_exceptions=False
         )
-        shared = (
-            ray.put(plan),
-            ray.put(Path(checkpoint).read_bytes()) if checkpoint is not None else None,
+        plan_ref = ray.put(plan)
+        checkpoint_ref: ObjectRef[bytes | None] | None = (
+            ray.put(Path(checkpoint).read_bytes()) if checkpoint is not None else None
         )
-        waiting, running, failures = list(cells), {}, []
+        waiting = list(cells)
+        running: dict[ObjectRef[CellOutcome], Cell] = {}
+        failures: list[tuple[Cell, Exception]] = []
         limit = self.worker_count(threads)
         try:
             while running or (waiting and not failures):
                 while waiting and not failures and len(running) < limit:
                     cell = waiting.pop(0)
-                    ref = task.remote(*shared, str(Path(run_dir).absolute()), cell, threads)
+                    ref = task.remote(
+                        plan_ref, checkpoint_ref, str(Path(run_dir).absolute()), cell, threads
+                    )
                     running[ref] = cell
                 (ready,), _ = ray.wait(list(running), num_returns=1)
                 cell = running.pop(ready)
@@ -361,15 +384,15 @@ def _cell_task(
     from cycl_bench.run_folder import LOG_FILE
 
     torch.set_num_threads(threads)
-    run_dir = Path(run_dir)
+    folder = Path(run_dir)
     path = _local_checkpoint(checkpoint) if checkpoint is not None else None
-    with library_output(run_dir / LOG_FILE):
+    with library_output(folder / LOG_FILE):
         _log_line(
-            run_dir / LOG_FILE,
+            folder / LOG_FILE,
             f"{cell.entry} seed {cell.seed}: started in process {os.getpid()} on "
             f"{socket.gethostname()} with {threads} thread(s)",
         )
-        return run_cell(plan, run_dir, path, cell)
+        return run_cell(plan, folder, path, cell)
 
 
 def _log_line(log_file: Path, message: str) -> None:

@@ -39,6 +39,8 @@ MAX_MEMORY = 10_000_000
 MAX_IMAGE_SIZE = 1024
 MAX_IMAGES = 100_000
 """images per object or per class of a synthetic or subsampled stream"""
+MAX_PROCESSES = 256
+"""training processes (DDP devices) or data-loading workers one command starts"""
 
 
 class Params(BaseModel):
@@ -63,6 +65,7 @@ class Options(Params):
     @field_validator("*", mode="before")
     @classmethod
     def _a_bool_is_no_number(cls, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None  # a field validator always validates a field
         if isinstance(value, bool) and cls.model_fields[info.field_name].annotation is not bool:
             raise ValueError("a bool where a value of another type is expected")
         return value
@@ -122,7 +125,7 @@ def type_name(field: FieldInfo) -> str:
     """'int', 'float', 'bool', 'text' or 'choice'."""
     if _choices(field.annotation) is not None:
         return "choice"
-    names = {bool: "bool", int: "int", float: "float", str: "text"}
+    names: dict[object, str] = {bool: "bool", int: "int", float: "float", str: "text"}
     return names.get(field.annotation, str(field.annotation))
 
 
@@ -152,7 +155,7 @@ def _bounds(field: FieldInfo) -> str:
     return " and ".join(f"{symbols[key]} {_number(value)}" for key, value in limits.items())
 
 
-def _number(value) -> str:
+def _number(value: float) -> str:
     """10000000 as written (not 1e+07), 0.0005 as 0.0005."""
     return str(value) if isinstance(value, int) else f"{value:g}"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cycl_bench.config import ExperimentConfig, load_resolved, to_yaml
 from cycl_bench.errors import UserError
-from cycl_bench.evaluation.results import SeedResult, load_results
+from cycl_bench.evaluation.results import Results, SeedResult, load_results
 
 CONFIG_FILE = "config.yaml"
 RESULTS_DIR = "results"
@@ -117,6 +117,14 @@ def load_run(run_dir: Path) -> ExperimentConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give a folder of runs/")
+    from cycl_bench.export.saved import MODELS_DIR
+
+    for name in (RESULTS_DIR, MODELS_DIR, PLOTS_DIR):
+        if (Path(run_dir) / name).exists() and not (Path(run_dir) / name).is_dir():
+            raise UserError(
+                f"{Path(run_dir) / name} is a file where the run keeps its {name}; "
+                "move it out of the run folder"
+            )
     return load_resolved(path)
 
 
@@ -152,7 +160,7 @@ def finished_seeds(
     raise UserError(f"{path} {problem}; {fix}")
 
 
-def stale_models(run_dir: Path, results) -> list[int]:
+def stale_models(run_dir: Path, results: Results) -> list[int]:
     """Seeds of `results` whose saved model is missing or is not the one measured (its sha256
     differs from the recorded one): their numbers no longer have a model, so a resumed run
     trains those cells again."""

@@ -20,7 +20,7 @@ from cycl_bench.config import ExperimentConfig
 from cycl_bench.data.base import Stream, default_data_root
 from cycl_bench.errors import UserError, check_writable_folder
 from cycl_bench.evaluation.results import Results, load_results, write_results
-from cycl_bench.executors import Cell, LocalExecutor
+from cycl_bench.executors import Cell, Executor, LocalExecutor
 from cycl_bench.pretrain.data import check_source
 from cycl_bench.registry import BACKBONES, BENCHMARKS
 from cycl_bench.run_record import entry_results, environment, method_info
@@ -154,7 +154,7 @@ def run(
     plan: Plan,
     run_dir: Path,
     *,
-    executor=None,
+    executor: Executor | None = None,
     echo: Callable[[str], None] = print,
 ) -> RunOutcome:
     """Run (or continue) every strategy entry x seed of `plan` not yet in `run_dir`: pretrain
@@ -204,15 +204,16 @@ def run(
             f"[{done}/{total}] {cell.entry} seed {cell.seed}: final accuracy "
             f"{100 * outcome.result.final_accuracy:.1f}% ({outcome.wall_s:.1f} s)"
         )
-    outcome = RunOutcome(run_dir=run_dir)
-    outcome.results = [
+    run_outcome = RunOutcome(run_dir=run_dir)
+    run_outcome.results = [
         load_results(run_folder.results_path(run_dir, entry)) for entry in plan.entries
     ]
-    outcome.plots = plot_run(outcome.results, Path(run_dir) / run_folder.PLOTS_DIR, schedule_png)
+    plots_dir = Path(run_dir) / run_folder.PLOTS_DIR
+    run_outcome.plots = plot_run(run_outcome.results, plots_dir, schedule_png)
     hint = offline_sync_hint(run_dir) if config.wandb == "offline" else None
     if hint:
         echo(hint)
-    return outcome
+    return run_outcome
 
 
 def _describe_stream(stream: Stream) -> str:
@@ -224,7 +225,9 @@ def _describe_stream(stream: Stream) -> str:
     )
 
 
-def _pretrain(plan: Plan, run_dir: Path, echo) -> tuple[Path | None, Path | None]:
+def _pretrain(
+    plan: Plan, run_dir: Path, echo: Callable[[str], None]
+) -> tuple[Path | None, Path | None]:
     """The pretrained checkpoint (None without pretraining) and its schedule plot."""
     from cycl_bench.logging.console import precision_label
     from cycl_bench.pretrain.run import pretrain
@@ -240,6 +243,7 @@ def _pretrain(plan: Plan, run_dir: Path, echo) -> tuple[Path | None, Path | None
         out_dir=Path(run_dir) / "pretrain",
         data_root=Path(config.data_root) if config.data_root else None,
     )
+    assert result is not None  # None only in the extra processes of a `rerunnable` pretraining
     origin = "reused from the cache" if result.from_cache else "trained"
     bits = precision_label(plan.deployed_bits)
     convention = ""

@@ -18,9 +18,8 @@ from cycl_bench.quant.bits import FLOAT_GRAD_BITS, check_bits
 from cycl_bench.registry import BACKBONES
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from cycl_bench.config import ExperimentConfig
+    from cycl_bench.models.common import Backbone
 
 CACHE_ENV = "CYCL_BENCH_CACHE"
 SIZED_BY_THE_DATA = ("num_classes", "in_channels", "image_size")
@@ -110,7 +109,7 @@ class RunSpec:
     def kwargs_for(self, num_classes: int) -> dict[str, Any]:
         return {**self.backbone_kwargs, "num_classes": num_classes}
 
-    def build(self, num_classes: int) -> nn.Module:
+    def build(self, num_classes: int) -> Backbone:
         """A fresh backbone at the deployed precision with float gradients."""
         from cycl_bench.quant.precision import set_precision
 

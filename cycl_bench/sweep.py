@@ -87,8 +87,8 @@ def expand(experiments: list[str], axes: list[str], overrides: list[str]) -> lis
     grid = {key: values for key, values in grid.items() if len(values) > 1}
     points = []
     for experiment in experiments:
-        for values in itertools.product(*grid.values()):
-            chosen = dict(zip(grid, values, strict=True))
+        for combination in itertools.product(*grid.values()):
+            chosen = dict(zip(grid, combination, strict=True))
             point_overrides = [*overrides, *(f"{k}={v}" for k, v in chosen.items())]
             points.append(Point(experiment, chosen, point_overrides))
     return points

@@ -28,9 +28,7 @@ def listing(tmp_path_factory) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_help(command, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
-    assert exit_info.value.code == 0
+    assert main([command, "--help"]) == 0
     assert "usage:" in capsys.readouterr().out
 
 
@@ -128,7 +126,7 @@ def test_the_console_script_and_the_module_are_the_same_program(listing, tmp_pat
         (["run", "core50nc"], "unknown experiment 'core50nc'"),
         (["run", "core50_nc", "seeds"], "malformed override 'seeds'"),
         (["run", "core50_nc", "pretrain.min_bitz=2"], "unknown config key 'pretrain.min_bitz'"),
-        (["show", "no/such/results.json"], "no results file at no/such/results.json"),
+        (["show", "no/such/results.json"], "no/such/results.json does not exist; give an existing"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(args, message):
@@ -229,7 +227,7 @@ def test_a_folder_option_that_is_a_file_is_one_line_before_any_work(tmp_path, ca
     args = [a.format(tmp=tmp_path, result=result) for a in command]
     assert main([*args, option, str(target)]) == 2
     line = one_error_line(capsys)
-    assert line.startswith(f"error: {option} {target}") and "a file" in line, line
+    assert f"{option}: {target}" in line and "a file" in line, line
     assert blocker.read_text() == "mine\n"
     assert not (tmp_path / "runs").exists() and not (tmp_path / "p").exists()
 

@@ -258,9 +258,9 @@ def test_a_real_data_entry_without_its_dataset_is_not_verified_yet(tmp_path, cap
 def test_verify_bad_options_are_one_line(board, capsys):
     (board / "records-file").write_text("")
     assert verify(board, "--records", str(board / "records-file")) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    assert "--records: " in (err := capsys.readouterr().err) and "is a file; give a folder" in err
     assert verify(board, "--device", "tpu") == 2
-    assert "--device tpu is not cpu, cuda or cuda:N" in capsys.readouterr().err
+    assert "--device: 'tpu' is not cpu, cuda or cuda:N" in capsys.readouterr().err
 
 
 @pytest.mark.slow

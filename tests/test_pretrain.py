@@ -572,3 +572,57 @@ def test_a_resumed_fit_continues_the_schedule_and_the_cost(tmp_path):
     assert resumed["applied_bits"] == whole["applied_bits"]
     for key in ("train_bitops", "fp32_bitops", "cpt_convention_bitops", "samples", "steps"):
         assert resumed[key] == whole[key], key
+
+
+def pretrain_on_folder(stream, tmp_path, root):
+    return pretrain(
+        PretrainConfig(data=f"folder:{root}", epochs=1, batch_size=8),
+        RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=tmp_path / "cache"),
+        stream=stream,
+        seed=0,
+        out_dir=tmp_path / "out",
+    )
+
+
+def test_a_bad_image_in_a_pretraining_folder_is_named_before_training(stream, tmp_path):
+    """A 10000 x 10000 PNG (300 MB decoded, a few hundred kB on disk) is refused from its header
+    when the folder is read, before any training, with the file's name."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    write_image_folder(root)
+    Image.new("L", (10_000, 10_000)).save(root / "class1" / "huge.png")
+    with pytest.raises(UserError, match=r"image .*class1/huge.png is 10000 x 10000 pixels"):
+        pretrain_on_folder(stream, tmp_path, root)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_a_truncated_image_in_a_pretraining_folder_is_named(stream, tmp_path):
+    root = tmp_path / "images"
+    write_image_folder(root)
+    broken = root / "class2" / "3.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # the header survives, the pixels do not
+    with pytest.raises(UserError, match=r"cannot read image .*class2/3.png"):
+        pretrain_on_folder(stream, tmp_path, root)
+
+
+def test_a_pretraining_folder_reads_16_bit_images_scaled(stream, tmp_path):
+    """The folder is read with the streams' loader: mid-grey 32768 of 65535 reads as 128, not as
+    the 255 Pillow's own RGB conversion gives (32768 * 255 / 65535 = 127.5)."""
+    import numpy as np
+    from PIL import Image
+
+    from cycl_bench.pretrain.data import image_folder
+
+    for label in ("dark", "grey"):
+        (tmp_path / label).mkdir()
+        value = 0 if label == "dark" else 32768
+        Image.fromarray(np.full((6, 6), value, np.uint16)).save(tmp_path / label / "16.png")
+    data = image_folder(tmp_path, stream, seed=0)
+    pixels = [x for dataset in (data.train, data.val) for x, y in dataset if y == 1]
+    # ImageNet normalisation, undone by hand: mean 0.485/0.456/0.406, std 0.229/0.224/0.225
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    assert pixels and all(
+        torch.allclose(x * std + mean, torch.full_like(x, 128 / 255), atol=1e-5) for x in pixels
+    )

@@ -389,6 +389,18 @@ def test_resuming_a_corrupt_config_is_one_line(tmp_path, capsys, nothing_built):
     assert "start a new run" in line
 
 
+@pytest.mark.parametrize("name", ["results", "models", "plots"])
+def test_resuming_a_folder_whose_results_are_a_file_is_one_line(
+    shared_run, tmp_path, capsys, nothing_built, name
+):
+    run_dir = copy_of_run(shared_run, tmp_path)
+    shutil.rmtree(run_dir / name, ignore_errors=True)
+    (run_dir / name).write_text("mine\n")
+    assert resume(run_dir) == 2
+    assert f"{run_dir / name} is a file where the run keeps its {name}" in one_error_line(capsys)
+    assert (run_dir / name).read_text() == "mine\n"
+
+
 def test_resuming_refuses_options_it_would_ignore(tmp_path, capsys, shared_run):
     assert main(["run", "--resume", str(shared_run), "--seeds", "5"]) == 2
     assert "drop --seeds" in one_error_line(capsys)

@@ -12,10 +12,13 @@ import os
 import signal
 import sys
 import threading
+import types
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from cycl_bench import __version__
+from cycl_bench.cli.kinds import Kind
 from cycl_bench.errors import UserError
 from cycl_bench.logging.library_output import quiet_libraries
 
@@ -34,8 +37,26 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad option is one line and exit code 2, like every other user error (argparse prints
+    its usage block first); the line says where the help is."""
+
+    def add_argument(self, *args: typing.Any, **kwargs: typing.Any) -> argparse.Action:
+        """An option of a kind (`type=kinds.FOLDER`) shows the kind as its metavar."""
+        kind = kwargs.get("type")
+        if isinstance(kind, Kind) and "metavar" not in kwargs:
+            kwargs["metavar"] = kind.metavar
+        return super().add_argument(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        message = (
+            message.replace("argument ", "", 1) if message.startswith("argument ") else message
+        )
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cycl-bench",
         description="Continual learning with binary and low-precision networks, benchmarked.",
     )
@@ -63,7 +84,7 @@ class Terminated(KeyboardInterrupt):
     keeps what it finished and says how to continue; the exit code is 143 (128 + SIGTERM)."""
 
 
-def _raise_terminated(signum, frame) -> None:
+def _raise_terminated(signum: int, frame: types.FrameType | None) -> None:
     raise Terminated
 
 
@@ -85,12 +106,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # key=value overrides may come after options (`run core50_nc --fast seeds=[0]`)
-    if extra and hasattr(args, "overrides") and all("=" in a and a[0] != "-" for a in extra):
-        args.overrides = [*(args.overrides or []), *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)
+        # key=value overrides may come after options (`run core50_nc --fast seeds=[0]`)
+        if extra and hasattr(args, "overrides") and all("=" in a and a[0] != "-" for a in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as done:  # --help, --version: 0; a bad option: 2, its line printed
+        return done.code if isinstance(done.code, int) else 2
     try:
         with sigterm_as_interrupt():
             code = int(args._run(args) or 0)

@@ -6,17 +6,23 @@ per stream (one table and one plot per protocol), since a sweep may span experim
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
+from cycl_bench.cli import kinds
 from cycl_bench.errors import UserError, check_writable_folder
 from cycl_bench.evaluation.results import Results, load_results
 
 HELP = "compare results files or run folders in one table and one plot"
 
 
-def add_arguments(parser):
-    parser.add_argument("paths", nargs="+", metavar="RESULT_RUN_OR_SWEEP_DIR")
-    parser.add_argument("--out", default="comparison", help="folder for the plots")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths", type=kinds.RESULTS_OR_FOLDERS, nargs="+", metavar="RESULT_RUN_OR_SWEEP_DIR"
+    )
+    parser.add_argument(
+        "--out", type=kinds.FOLDER, default="comparison", help="folder for the plots"
+    )
     parser.add_argument(
         "--force", action="store_true", help="compare results of different protocols anyway"
     )
@@ -44,7 +50,7 @@ def collect(paths: list[str]) -> list[tuple[Path, Results]]:
 
 
 def check_same_protocol(found: list[tuple[Path, Results]]) -> None:
-    hashes = {}
+    hashes: dict[str, list[Path]] = {}
     for path, results in found:
         hashes.setdefault(results.benchmark.protocol_hash, []).append(path)
     if len(hashes) > 1:
@@ -94,7 +100,7 @@ def distinct(results: list[Results]) -> list[Results]:
 
 def _settings(results: Results) -> dict[str, object]:
     """The row's strategy parameters and every other config key, flat ('pretrain.max_bits')."""
-    flat = dict(results.method.params)
+    flat: dict[str, object] = dict(results.method.params)
     pending = [("", {k: v for k, v in results.config.items() if k != "strategy"})]
     while pending:
         prefix, mapping = pending.pop()
@@ -106,7 +112,7 @@ def _settings(results: Results) -> dict[str, object]:
     return flat
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from cycl_bench import sweep
     from cycl_bench.evaluation.plots import plot_accuracy_curves
     from cycl_bench.logging.console import comparison_table

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
+from cycl_bench.cli import kinds
 from cycl_bench.errors import UserError
 from cycl_bench.registry import BENCHMARKS
 
 HELP = "prepare a benchmark stream (download real data if missing) and print its summary"
 
 
-def add_arguments(parser):
-    parser.add_argument("benchmark", help="a registered benchmark (see `list`)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "benchmark", metavar="BENCHMARK", help="a registered benchmark (see `list`)"
+    )
     parser.add_argument(
         "--data",
         default="real",
+        metavar="DATA",
         help="real | synthetic | folder:PATH (default: real; synthetic needs no download)",
     )
     parser.add_argument(
         "--data-root",
+        type=kinds.FOLDER,
         help="where datasets live (default: $CYCL_BENCH_DATA, else the user cache directory)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="stream seed: class order, CORe50 run (default: 0)"
+        "--seed",
+        type=kinds.SEED,
+        default=0,
+        help="stream seed: class order, CORe50 run (default: 0)",
     )
     parser.add_argument(
         "--option",
@@ -44,7 +53,7 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     stream = BENCHMARKS.build(
         args.benchmark,
         data=args.data,

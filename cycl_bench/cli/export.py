@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cycl_bench import run_folder, runner
+from cycl_bench.cli import kinds
 from cycl_bench.errors import UserError, suggest
+
+if TYPE_CHECKING:
+    from cycl_bench.export.size import DeployedSize
 
 HELP = "export a run's saved model to QONNX or ONNX and check it against PyTorch on the test set"
 FORMAT_NAMES = ("qonnx", "onnx")
 
 
-def add_arguments(parser):
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (runs/<exp>/<time>)")
-    parser.add_argument("--entry", required=True, help="the strategy entry, e.g. cwr_star")
-    parser.add_argument("--seed", required=True, type=int, help="the training seed")
-    parser.add_argument("--format", required=True, help=" | ".join(FORMAT_NAMES))
-    parser.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=kinds.RUN_DIR, help="a run folder (runs/<exp>/<time>)")
+    parser.add_argument(
+        "--entry", required=True, metavar="ENTRY", help="the strategy entry, e.g. cwr_star"
+    )
+    parser.add_argument("--seed", type=kinds.SEED, required=True, help="the training seed")
+    parser.add_argument("--format", required=True, metavar="FORMAT", help=" | ".join(FORMAT_NAMES))
+    parser.add_argument("--out", type=kinds.OUT_FILE, required=True, help="the file to write")
     parser.add_argument(
         "--limit",
-        type=int,
-        metavar="N",
+        type=kinds.LIMIT,
         help="check on N test images spread over the test set (default: all of it)",
     )
 
@@ -35,12 +42,6 @@ def check_format(name: str) -> str:
             f"--format {' or --format '.join(FORMAT_NAMES)}"
         )
     return name
-
-
-def check_limit(limit: int | None) -> int | None:
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit {limit} is invalid: give a positive number of test images")
-    return limit
 
 
 def check_writable(out: Path) -> Path:
@@ -105,13 +106,13 @@ def check_recorded_sha256(run_dir: Path, entry: str, seed: int, path: Path) -> N
         )
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     format_name = check_format(args.format)
-    limit = check_limit(args.limit)
+    limit: int | None = args.limit  # checked by its kind
     run_folder.check_not_in_a_run(Path(args.out))
-    out = check_writable(Path(args.out))
     run_dir = Path(args.run_dir)
     path = saved_model_file(run_dir, args.entry, args.seed)
+    out = check_writable(Path(args.out))  # creates its folder: after every other check
 
     from cycl_bench.export.check import (
         AGREEMENT_THRESHOLD,
@@ -155,7 +156,7 @@ def run(args) -> int:
     return 0
 
 
-def describe_size(size) -> str:
+def describe_size(size: DeployedSize) -> str:
     higher = ", ".join(
         f"{count:,} {'float32' if bits == 32 else f'at {bits} bits'}"
         for bits, count in size.numbers_by_bits.items()

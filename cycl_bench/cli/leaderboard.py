@@ -3,10 +3,18 @@ and `leaderboard build` writes the static site."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cycl_bench.cli import kinds
 from cycl_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from cycl_bench.leaderboard.submission import ReproducedSubmission
+    from cycl_bench.leaderboard.validate import Checked
+    from cycl_bench.leaderboard.verify import Rerun
 
 HELP = "validate, verify (re-evaluate models) or build the static leaderboard site"
 DEFAULT_SUBMISSIONS = Path("leaderboard/submissions")
@@ -14,7 +22,7 @@ DEFAULT_MODELS = Path("leaderboard/models")
 DEFAULT_RECORDS = Path("leaderboard/verifications")
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     validate = actions.add_parser(
         "validate",
@@ -23,12 +31,13 @@ def add_arguments(parser):
     )
     validate.add_argument(
         "paths",
+        type=kinds.PATHS,
         nargs="*",
-        type=Path,
         help=f"submission files or folders (default: {DEFAULT_SUBMISSIONS})",
     )
     validate.add_argument(
         "--base",
+        metavar="GIT_REF",
         help="git ref to compare existing entries with (default: origin/main when it exists)",
     )
     validate.set_defaults(action_run=run_validate)
@@ -42,26 +51,30 @@ def add_arguments(parser):
     )
     verify.add_argument(
         "paths",
+        type=kinds.PATHS,
         nargs="*",
-        type=Path,
         help=f"submission files or folders (default: {DEFAULT_SUBMISSIONS})",
     )
     verify.add_argument(
         "--models",
-        type=Path,
+        type=kinds.DIR,
         default=None,
         help=f"folder of models as <benchmark>/<entry>-seed<k>.pt (default: {DEFAULT_MODELS} "
         "when it exists); a model not there is fetched from its URL",
     )
-    verify.add_argument("--data-root", type=Path, help="where datasets live ($CYCL_BENCH_DATA)")
-    verify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default: cpu)")
+    verify.add_argument(
+        "--data-root", type=kinds.FOLDER_PATH, help="where datasets live ($CYCL_BENCH_DATA)"
+    )
+    verify.add_argument(
+        "--device", type=kinds.DEVICE, default="cpu", help="cpu, cuda, cuda:1 (default: cpu)"
+    )
     verify.add_argument(
         "--records",
-        type=Path,
+        type=kinds.FOLDER_PATH,
         default=DEFAULT_RECORDS,
         help=f"folder for verification records (default: {DEFAULT_RECORDS})",
     )
-    verify.add_argument("--cache-dir", type=Path, help="download and checkpoint cache")
+    verify.add_argument("--cache-dir", type=kinds.FOLDER_PATH, help="download and checkpoint cache")
     verify.add_argument(
         "--download",
         action="store_true",
@@ -80,19 +93,19 @@ def add_arguments(parser):
     )
     build.add_argument(
         "--submissions",
-        type=Path,
+        type=kinds.DIR,
         default=DEFAULT_SUBMISSIONS,
         help=f"submissions folder (default: {DEFAULT_SUBMISSIONS})",
     )
     build.add_argument(
         "--out",
-        type=Path,
+        type=kinds.FOLDER_PATH,
         default=Path("leaderboard/site"),
         help="output folder: new, empty, or a site an earlier build made (then replaced)",
     )
     build.add_argument(
         "--verifications",
-        type=Path,
+        type=kinds.RECORDS,
         default=DEFAULT_RECORDS,
         help=f"verification records of `verify` (default: {DEFAULT_RECORDS}; none: no badge)",
     )
@@ -107,7 +120,7 @@ def _default_folder(folder: Path) -> Path:
     return folder
 
 
-def _report(checked) -> int:
+def _report(checked: list[Checked]) -> int:
     failed = [item for item in checked if not item.ok]
     for item in checked:
         print(f"{'ok  ' if item.ok else 'FAIL'} {item.path}")
@@ -117,7 +130,7 @@ def _report(checked) -> int:
     return 1 if failed else 0
 
 
-def run_validate(args) -> int:
+def run_validate(args: argparse.Namespace) -> int:
     from cycl_bench.leaderboard.validate import resolve_base, submission_files, validate
 
     paths = args.paths or [_default_folder(DEFAULT_SUBMISSIONS)]
@@ -146,11 +159,11 @@ def _folder_for_records(records: Path) -> None:
         raise UserError(f"--records {records} is not a folder; give a folder for the records")
 
 
-def _rerun(data_root: Path | None, cache_dir: Path | None):
+def _rerun(data_root: Path | None, cache_dir: Path | None) -> Rerun:
     """`--rerun`: retrain one seed of a submission from its recorded config in a scratch folder
     (its pretraining from the cache, or again) and return its accuracy matrix."""
 
-    def rerun(submission, seed: int) -> list[list[float]]:
+    def rerun(submission: ReproducedSubmission, seed: int) -> list[list[float]]:
         import shutil
         import tempfile
 
@@ -160,7 +173,7 @@ def _rerun(data_root: Path | None, cache_dir: Path | None):
 
         recorded = dict(submission.results.config)
         entry = recorded.pop("strategy_entry", None)
-        if not recorded or entry is None:
+        if not recorded or not isinstance(entry, str):  # None: not recorded
             raise UserError("the results file records no config to rerun")
         recorded.update(seeds=[seed], wandb="disabled")
         if data_root is not None:
@@ -179,7 +192,7 @@ def _rerun(data_root: Path | None, cache_dir: Path | None):
     return rerun
 
 
-def run_verify(args) -> int:
+def run_verify(args: argparse.Namespace) -> int:
     from cycl_bench.leaderboard.submission import ReproducedSubmission
     from cycl_bench.leaderboard.validate import submission_files, validate
     from cycl_bench.leaderboard.verify import verify_submission, write_record
@@ -242,7 +255,7 @@ def _check_apart(out: Path, submissions: Path) -> None:
         )
 
 
-def run_build(args) -> int:
+def run_build(args: argparse.Namespace) -> int:
     from cycl_bench.leaderboard.site import build_site, check_output_folder
     from cycl_bench.leaderboard.validate import submission_files, validate
 
@@ -255,11 +268,12 @@ def run_build(args) -> int:
         print("not building: fix the submissions above first")
         return 1
     records = args.verifications if args.verifications.is_dir() else None
-    pages = build_site([(item.path, item.submission) for item in checked], args.out, records)
+    submissions = [(item.path, item.submission) for item in checked if item.submission is not None]
+    pages = build_site(submissions, args.out, records)  # every file ok: every one read
     print(f"built {len(pages)} pages from {len(checked)} submission(s) into {args.out}")
     print(f"open {(args.out / 'index.html').resolve().as_uri()}")
     return 0
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     return args.action_run(args)

@@ -1,6 +1,8 @@
 """`list`: every registered benchmark, backbone, strategy and shipped experiment; `--details`
 adds each entry's parameters as declared (name, type, default, allowed values, description)."""
 
+import argparse
+
 from cycl_bench.config import shipped_experiments
 from cycl_bench.params import Params, describe, shown
 from cycl_bench.registry import ALL, Registry
@@ -8,7 +10,7 @@ from cycl_bench.registry import ALL, Registry
 HELP = "list registered benchmarks, backbones, strategies and shipped experiments"
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--details",
         action="store_true",
@@ -39,13 +41,13 @@ def print_fidelity(declaration: type[Params]) -> None:
     if paper is None:
         return
     print(f"    paper: {paper or 'none (a bound, not a published method)'}")
-    for departure in declaration.departures:
+    for departure in getattr(declaration, "departures", ()):
         print(f"    departs from it: {departure}")
-    for name, value in declaration.published.items():
+    for name, value in getattr(declaration, "published", {}).items():
         print(f"    published {name}: {shown(value)} (another value is a named deviation)")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     for registry in ALL:
         print(f"{registry.plural}:")
         for name in registry.names():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from cycl_bench.cli import kinds
 from cycl_bench.errors import UserError, check_writable_folder
 from cycl_bench.pretrain.config import STRATEGIES, PretrainConfig
 
@@ -46,21 +48,40 @@ HELP_NOTES = {
 }
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--backbone", required=True, help="registered backbone, e.g. resnet18_bnn")
-    parser.add_argument("--benchmark", required=True, help="registered benchmark, e.g. core50_nc")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", default="real", help="real | synthetic | folder:PATH (default: real)"
+        "--backbone",
+        required=True,
+        metavar="BACKBONE",
+        help="registered backbone, e.g. resnet18_bnn",
     )
-    parser.add_argument("--data-root", type=Path, help="dataset folder (default: user cache)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default: {DEFAULT_OUT}")
+    parser.add_argument(
+        "--benchmark",
+        required=True,
+        metavar="BENCHMARK",
+        help="registered benchmark, e.g. core50_nc",
+    )
+    parser.add_argument(
+        "--data",
+        default="real",
+        metavar="DATA",
+        help="real | synthetic | folder:PATH (default: real)",
+    )
+    parser.add_argument(
+        "--data-root", type=kinds.FOLDER_PATH, help="dataset folder (default: user cache)"
+    )
+    parser.add_argument(
+        "--out", type=kinds.FOLDER_PATH, default=DEFAULT_OUT, help=f"default: {DEFAULT_OUT}"
+    )
     parser.add_argument(
         "--cache-dir",
-        type=Path,
+        type=kinds.FOLDER_PATH,
         help="checkpoint cache (default: $CYCL_BENCH_CACHE, else the user cache)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default: cpu)")
+    parser.add_argument("--seed", type=kinds.SEED, default=0)
+    parser.add_argument(
+        "--device", type=kinds.DEVICE, default="cpu", help="cpu, cuda, cuda:1 (default: cpu)"
+    )
     parser.add_argument("--fast", action="store_true", help="a real but very short training")
     parser.add_argument(
         "--verbose",
@@ -70,7 +91,8 @@ def add_arguments(parser) -> None:
     fields = PretrainConfig.model_fields
     for option, name in CONFIG_OPTIONS.items():
         annotation = fields[name].annotation
-        kind = {int: int, float: float}.get(annotation, float if name.endswith("fraction") else str)
+        converters: dict[object, type] = {int: int, float: float}
+        kind = converters.get(annotation, float if name.endswith("fraction") else str)
         parser.add_argument(
             option,
             dest=f"config_{name}",
@@ -81,7 +103,7 @@ def add_arguments(parser) -> None:
         )
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from cycl_bench.logging.console import precision_label
     from cycl_bench.logging.library_output import library_output
     from cycl_bench.pretrain.data import check_source

@@ -6,12 +6,18 @@ what was given prints one line and leaves nothing behind.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cycl_bench import config as configs
 from cycl_bench import run_folder, runner
+from cycl_bench.cli import kinds
 from cycl_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from cycl_bench.executors import Executor
 
 HELP = "run an experiment: pretrain, train every strategy x seed, write results, plots, table"
 DEFAULT_OUT = "runs"
@@ -19,37 +25,51 @@ DEFAULT_OUT = "runs"
 FIXED_ON_RESUME = ("seeds", "data", "device", "fast", "out")
 
 
-def add_arguments(parser):
-    parser.add_argument("experiment", nargs="?", help="a shipped experiment (see `list`)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "experiment", nargs="?", metavar="EXPERIMENT", help="a shipped experiment (see `list`)"
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. seeds=[0]"
     )
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run folder")
+    parser.add_argument("--resume", type=kinds.RUN_DIR, help="continue a run folder")
     add_run_options(parser)
 
 
-def add_run_options(parser):
+def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options of a new run (`run` and `sweep`)."""
     parser.add_argument(
-        "--strategy", nargs="+", metavar="NAME", help="run only these strategy entries"
+        "--strategy", nargs="+", metavar="ENTRY", help="run only these strategy entries"
     )
-    parser.add_argument("--seeds", nargs="+", type=int, metavar="N", help="training seeds")
-    parser.add_argument("--data", help="real | synthetic | folder:PATH (default: real)")
-    parser.add_argument("--data-root", help="where datasets live (default: $CYCL_BENCH_DATA)")
-    parser.add_argument("--out", help=f"folder for run folders (default: {DEFAULT_OUT})")
+    parser.add_argument("--seeds", type=kinds.SEED, nargs="+", help="training seeds")
+    parser.add_argument(
+        "--data", metavar="DATA", help="real | synthetic | folder:PATH (default: real)"
+    )
+    parser.add_argument(
+        "--data-root", type=kinds.FOLDER, help="where datasets live (default: $CYCL_BENCH_DATA)"
+    )
+    parser.add_argument(
+        "--out", type=kinds.FOLDER, help=f"folder for run folders (default: {DEFAULT_OUT})"
+    )
     parser.add_argument("--wandb", choices=["offline", "online", "disabled"], help="W&B mode")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cpu)")
+    parser.add_argument("--device", type=kinds.DEVICE, help="cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument(
         "--fast", action="store_true", help="smoke preset: tiny backbone, short schedules"
     )
     parser.add_argument(
-        "--cache-dir", help="pretrained-checkpoint cache (default: $CYCL_BENCH_CACHE)"
+        "--cache-dir",
+        type=kinds.FOLDER,
+        help="pretrained-checkpoint cache (default: $CYCL_BENCH_CACHE)",
     )
     parser.add_argument(
-        "--executor", help="where the strategy x seed cells run: local (default) or ray"
+        "--executor",
+        metavar="EXECUTOR",
+        help="where the strategy x seed cells run: local (default) or ray",
     )
     parser.add_argument(
-        "--workers", metavar="N", help="with --executor ray: cells at once (default: one per core)"
+        "--workers",
+        type=kinds.WORKERS,
+        help="with --executor ray: cells at once (default: one per core)",
     )
     parser.add_argument(
         "--ray-address",
@@ -63,7 +83,7 @@ def add_run_options(parser):
     )
 
 
-def _resumed(args, executor) -> tuple[runner.Plan, Path]:
+def _resumed(args: argparse.Namespace, executor: Executor) -> tuple[runner.Plan, Path]:
     """The run folder's config as it was recorded; --strategy narrows it, --wandb, --data-root
     and --cache-dir (where things are, not what is computed) apply; the rest is refused."""
     refused = [f"--{name}" for name in FIXED_ON_RESUME if getattr(args, name)]
@@ -82,7 +102,9 @@ def _resumed(args, executor) -> tuple[runner.Plan, Path]:
     return plan, run_dir
 
 
-def resolve(args, experiment: str, overrides: list[str]) -> configs.ExperimentConfig:
+def resolve(
+    args: argparse.Namespace, experiment: str, overrides: list[str]
+) -> configs.ExperimentConfig:
     """The config of `experiment` with the run options of `args` and `overrides`."""
     return configs.resolve(
         experiment,
@@ -97,7 +119,7 @@ def resolve(args, experiment: str, overrides: list[str]) -> configs.ExperimentCo
     )
 
 
-def _started(args, executor) -> tuple[runner.Plan, Path]:
+def _started(args: argparse.Namespace, executor: Executor) -> tuple[runner.Plan, Path]:
     if not args.experiment:
         raise UserError("name an experiment (see `python -m cycl_bench list`)")
     config = resolve(args, args.experiment, args.overrides)
@@ -108,14 +130,16 @@ def _started(args, executor) -> tuple[runner.Plan, Path]:
     return plan, run_folder.start(plan.config, out)
 
 
-def split_strategy_overrides(args) -> None:
+def split_strategy_overrides(args: argparse.Namespace) -> None:
     """`--strategy a b key=value`: the overrides are not strategy names."""
     if args.strategy:
         args.overrides = [*args.overrides, *(s for s in args.strategy if "=" in s)]
         args.strategy = [s for s in args.strategy if "=" not in s]
 
 
-def execute(plan: runner.Plan, run_dir: Path, executor, *, verbose: bool) -> runner.RunOutcome:
+def execute(
+    plan: runner.Plan, run_dir: Path, executor: Executor, *, verbose: bool
+) -> runner.RunOutcome:
     """`runner.run` with library output in the run's log file, the run folder locked against a
     second run in it; where to continue if it stops."""
     from cycl_bench.logging.library_output import library_output
@@ -138,7 +162,7 @@ def execute(plan: runner.Plan, run_dir: Path, executor, *, verbose: bool) -> run
             raise
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from cycl_bench.executors import make_executor
 
     split_strategy_overrides(args)

@@ -13,38 +13,54 @@ lists those files.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from cycl_bench.cli import kinds
 from cycl_bench.errors import UserError, check_writable_folder
+
+if TYPE_CHECKING:
+    from cycl_bench.evaluation.results import Results
+    from cycl_bench.leaderboard.submission import EntryInfo
 
 HELP = "turn a results file into a leaderboard submission (then open a pull request)"
 DEFAULT_SUBMISSIONS = Path("leaderboard/submissions")
 
 
-def add_arguments(parser):
-    parser.add_argument("result", type=Path, help="results JSON written by `run`")
-    parser.add_argument("--name", required=True, help="method name shown on the leaderboard")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("result", type=kinds.RESULT, help="results JSON written by `run`")
+    parser.add_argument(
+        "--name", type=kinds.TEXT, required=True, help="method name shown on the leaderboard"
+    )
     parser.add_argument(
         "--author",
+        type=kinds.TEXT,
         dest="authors",
         action="append",
         required=True,
         help="an author (repeat for several)",
     )
-    parser.add_argument("--license", required=True, help="license of the results and code")
-    parser.add_argument("--hardware", required=True, help="hardware the run used, e.g. '1x A100'")
-    parser.add_argument("--paper-url", help="http(s) link to the paper")
-    parser.add_argument("--code-url", help="http(s) link to the code")
-    parser.add_argument("--description", default="", help="one or two sentences on the method")
+    parser.add_argument(
+        "--license", type=kinds.TEXT, required=True, help="license of the results and code"
+    )
+    parser.add_argument(
+        "--hardware", type=kinds.TEXT, required=True, help="hardware the run used, e.g. '1x A100'"
+    )
+    parser.add_argument("--paper-url", type=kinds.URL, help="http(s) link to the paper")
+    parser.add_argument("--code-url", type=kinds.URL, help="http(s) link to the code")
+    parser.add_argument(
+        "--description", type=kinds.NOTE, default="", help="one or two sentences on the method"
+    )
     parser.add_argument(
         "--date",
-        type=datetime.date.fromisoformat,
+        type=kinds.DATE,
         default=datetime.date.today(),
         help="YYYY-MM-DD (default: today)",
     )
@@ -53,22 +69,23 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--models-out",
-        type=Path,
+        type=kinds.FOLDER_PATH,
         help="write each seed's model, packed, to DIR/<benchmark>/<slug>-seed<k>.pt and list those",
     )
     parser.add_argument(
         "--models-url",
+        type=kinds.URL,
         help="http(s) folder the models will be fetched from: URL/<benchmark>/<slug>-seed<k>.pt",
     )
     parser.add_argument(
         "--submissions",
-        type=Path,
+        type=kinds.FOLDER_PATH,
         default=DEFAULT_SUBMISSIONS,
         help=f"submissions folder (default: {DEFAULT_SUBMISSIONS})",
     )
 
 
-def _entry(args):
+def _entry(args: argparse.Namespace) -> EntryInfo:
     from cycl_bench.leaderboard.submission import EntryInfo
 
     try:
@@ -110,7 +127,7 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
-def _saved_models(result: Path, results) -> list[tuple[int, Path]]:
+def _saved_models(result: Path, results: Results) -> list[tuple[int, Path]]:
     """(seed, saved model file) of every seed, from the run folder the results file is in;
     empty when the run saved none (an older run) or the file is no longer in its run folder. A
     model missing there, or whose sha256 is not the recorded one, is a UserError: it is not the
@@ -125,6 +142,7 @@ def _saved_models(result: Path, results) -> list[tuple[int, Path]]:
         return []
     found = []
     for seed in results.per_seed:
+        assert seed.model_file is not None  # every seed records its model (checked above)
         path = run_dir / seed.model_file
         if not path.is_file():
             raise UserError(
@@ -139,7 +157,9 @@ def _saved_models(result: Path, results) -> list[tuple[int, Path]]:
     return found
 
 
-def _models(args, results, name: str, staging: Path) -> list[dict]:
+def _models(
+    args: argparse.Namespace, results: Results, name: str, staging: Path
+) -> list[dict[str, object]]:
     """The submission's `models`; packed copies go to `staging` (moved into place later)."""
     from cycl_bench.export.saved import file_sha256, pack_saved_model
     from cycl_bench.leaderboard.submission import model_file_name
@@ -158,7 +178,7 @@ def _models(args, results, name: str, staging: Path) -> list[dict]:
     return listed
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from cycl_bench.evaluation.results import load_results
     from cycl_bench.leaderboard.submission import SUBMISSION_VERSION, entry_file_name
     from cycl_bench.leaderboard.validate import validate_new

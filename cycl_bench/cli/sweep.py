@@ -7,6 +7,7 @@ sweep's index are written and the points run one after another, each on the exec
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from cycl_bench.cli import run as run_command
 HELP = "run experiments over a grid of config overrides: one run folder per point, an index"
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "experiments",
         nargs="+",
@@ -39,7 +40,7 @@ PROGRESS_FROM_POINTS = 20
 """A grid this large says how far the check of its points is (each builds its stream)."""
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from cycl_bench.executors import make_executor
 
     args.overrides = [*(a for a in args.experiments if "=" in a), *args.overrides]
@@ -69,7 +70,7 @@ def run(args) -> int:
     return 0
 
 
-def _checked(args, point: sweeps.Point, number: int, total: int) -> runner.Plan:
+def _checked(args: argparse.Namespace, point: sweeps.Point, number: int, total: int) -> runner.Plan:
     """The point's run, checked in full and its stream built; its problems named with it."""
     from cycl_bench.errors import UserError
 

@@ -21,19 +21,24 @@ The FP32 reference prices the same work at 32 bits everywhere.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
 from cycl_bench.quant.cost import FLOAT_BITS, TrainingCost, step_bitops
-from cycl_bench.quant.precision import layer_precision
+from cycl_bench.quant.precision import LayerPrecision, layer_precision
 from cycl_bench.strategies.base import ContinualStrategy
 from cycl_bench.strategies.protocol import BatchNormRecalibration
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
 
 
 class TrainingCostMeter(SupervisedPlugin):
     """Counts the BitOPs of everything a `ContinualStrategy` computes to learn."""
 
-    def __init__(self, strategy: ContinualStrategy, input_shape: tuple[int, ...]):
+    def __init__(self, strategy: ContinualStrategy, input_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.strategy = strategy
         modules = dict(strategy.model.named_modules())
@@ -42,9 +47,10 @@ class TrainingCostMeter(SupervisedPlugin):
         self._fixed_point_head = False
         self._experience_index = 0
 
-    def _precision_of(self, layer: nn.Module):
-        if self._fixed_point_head and layer is self.head:
-            return self.strategy.head_precision.computed()
+    def _precision_of(self, layer: nn.Module) -> LayerPrecision | None:
+        head_precision = self.strategy.head_precision  # set when the head is fixed point
+        if self._fixed_point_head and head_precision is not None and layer is self.head:
+            return head_precision.computed()
         return layer_precision(layer)
 
     @property
@@ -94,12 +100,12 @@ class TrainingCostMeter(SupervisedPlugin):
 
     # -- plugin hooks ----------------------------------------------------------------------
 
-    def before_training_exp(self, strategy, **kwargs):
+    def before_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         self._experience_index = strategy.clock.train_exp_counter
         later = self._experience_index > 0
         self._fixed_point_head = later and self.strategy.head_precision is not None
 
-    def after_training_iteration(self, strategy, **kwargs):
+    def after_training_iteration(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         samples = len(strategy.mb_y)
         cache = self.strategy.latent_cache
         replay = self.strategy.latent_replay
@@ -108,12 +114,12 @@ class TrainingCostMeter(SupervisedPlugin):
             self._head_step(samples)
         else:
             self.cost.step(samples - replayed)  # current patterns: the whole network
-        if replayed:
+        if replay is not None and replayed:
             self._part_step(replayed, replay.upper_layers)
         if self.strategy.extra_cost == "teacher_forward" and self._experience_index > 0:
             self._forward_only(samples, include_head=True)
 
-    def after_training(self, strategy, **kwargs):
+    def after_training(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         """What the other plugins did after the experience (BatchNorm recalibration, cache and
         latent-memory encoding) is priced here, once every `after_training_exp` hook has run,
         whatever the order of the plugins (`train` is called once per experience)."""

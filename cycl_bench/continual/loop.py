@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from avalanche.training.determinism.rng_manager import RNGManager
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from cycl_bench.continual.costs import TrainingCostMeter
 from cycl_bench.continual.resources import peak_memory_mb, reset_peak_memory
@@ -38,10 +38,15 @@ from cycl_bench.spec import RunSpec
 from cycl_bench.strategies import build_strategy
 from cycl_bench.strategies.latent_cache import FeatureCodec, cpu_rng_untouched, encode_dataset
 
+if TYPE_CHECKING:
+    from cycl_bench.models.common import Backbone
+
 DEPLOYED_BITS = 1
 """Default deployment precision (weights and activations), as `PretrainConfig.eval_bits`."""
 EVAL_BATCH_SIZE = 256
 ExperienceCallback = Callable[[int, dict[str, Any]], None]
+Device = str | torch.device
+EncodedView = tuple[torch.Tensor, torch.Tensor]
 
 
 def evaluated_experiences(n_experiences: int, eval_every: int = 1) -> list[int]:
@@ -57,7 +62,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def build_model(spec: RunSpec, num_classes: int, checkpoint: Path | None = None) -> nn.Module:
+def build_model(spec: RunSpec, num_classes: int, checkpoint: Path | None = None) -> Backbone:
     """A fresh backbone of `spec` for `num_classes`, pretrained weights loaded, at the deployed
     precision with float gradients. A head the checkpoint does not provide (pretrained on other
     classes, or no checkpoint) starts at zero for every strategy, as CWR* starts its rows: every
@@ -78,7 +83,9 @@ def build_model(spec: RunSpec, num_classes: int, checkpoint: Path | None = None)
 
 
 @torch.no_grad()
-def view_accuracy(model: nn.Module, view, device="cpu", batch_size: int = EVAL_BATCH_SIZE) -> float:
+def view_accuracy(
+    model: nn.Module, view: Dataset[Any], device: Device = "cpu", batch_size: int = EVAL_BATCH_SIZE
+) -> float:
     """Fraction of a test view classified correctly (items are (x, y, ...))."""
     correct = total = 0
     for batch in DataLoader(view, batch_size=batch_size, shuffle=False):
@@ -89,7 +96,10 @@ def view_accuracy(model: nn.Module, view, device="cpu", batch_size: int = EVAL_B
 
 
 def accuracy_row(
-    model: nn.Module, views, device="cpu", eval_bits: int = DEPLOYED_BITS
+    model: nn.Module,
+    views: Sequence[Dataset[Any]],
+    device: Device = "cpu",
+    eval_bits: int = DEPLOYED_BITS,
 ) -> list[float]:
     """Accuracy on every test view at the deployed precision, in eval mode, without moving the
     training RNG."""
@@ -104,7 +114,7 @@ def accuracy_row(
 
 
 @torch.no_grad()
-def head_accuracy_row(model: nn.Module, encoded_views) -> list[float]:
+def head_accuracy_row(model: Backbone, encoded_views: Sequence[EncodedView]) -> list[float]:
     """`accuracy_row` from each view's (features, targets), computed by `encode_views`: the
     head alone, for a backbone that no longer changes."""
     head_mode = model.classifier.training
@@ -118,7 +128,12 @@ def head_accuracy_row(model: nn.Module, encoded_views) -> list[float]:
         model.classifier.train(head_mode)
 
 
-def encode_views(model: nn.Module, views, device="cpu", eval_bits: int = DEPLOYED_BITS):
+def encode_views(
+    model: Backbone,
+    views: Sequence[Dataset[Any]],
+    device: Device = "cpu",
+    eval_bits: int = DEPLOYED_BITS,
+) -> list[EncodedView]:
     """(features, targets) of every test view at the deployed precision, in eval mode."""
     with precision(model, weight_bits=eval_bits, act_bits=eval_bits):
         return [
@@ -130,11 +145,11 @@ def encode_views(model: nn.Module, views, device="cpu", eval_bits: int = DEPLOYE
         ]
 
 
-def view_targets(view) -> list[int]:
+def view_targets(view: Dataset[Any]) -> list[int]:
     """A view's labels in order, from its targets attribute when it has one (no image loaded)."""
     if hasattr(view, "targets"):
         return [int(target) for target in view.targets]
-    return [int(item[1]) for item in view]
+    return [int(item[1]) for item in iter(view)]  # iter: a Dataset iterates by index
 
 
 class AccuracyRows:
@@ -147,13 +162,15 @@ class AccuracyRows:
     strategies get a full pass per row.
     """
 
-    def __init__(self, views, device="cpu", eval_bits: int = DEPLOYED_BITS):
+    def __init__(
+        self, views: Sequence[Dataset[Any]], device: Device = "cpu", eval_bits: int = DEPLOYED_BITS
+    ) -> None:
         self.views = views
         self.device = device
         self.eval_bits = eval_bits
-        self.encoded = None
+        self.encoded: list[EncodedView] | None = None
 
-    def row(self, model: nn.Module, *, frozen_backbone: bool) -> list[float]:
+    def row(self, model: Backbone, *, frozen_backbone: bool) -> list[float]:
         if not frozen_backbone:
             return accuracy_row(model, self.views, self.device, self.eval_bits)
         if self.encoded is None:
@@ -172,7 +189,7 @@ def run_strategy(
     seed: int,
     eval_every: int = 1,
     on_experience: ExperienceCallback | None = None,
-    on_finished: Callable[[nn.Module], dict[str, Any]] | None = None,
+    on_finished: Callable[[Backbone], dict[str, Any]] | None = None,
 ) -> SeedResult:
     """Train `strategy` on `stream` from a fresh backbone and return the seed's results.
 

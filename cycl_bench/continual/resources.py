@@ -16,11 +16,11 @@ import torch
 MIB = 2**20
 
 
-def _uses_cuda(device) -> bool:
+def _uses_cuda(device: str | torch.device) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def reset_peak_memory(device="cpu") -> None:
+def reset_peak_memory(device: str | torch.device = "cpu") -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -40,7 +40,7 @@ def peak_rss_mb() -> float:
     return peak / MIB if sys.platform == "darwin" else peak * 1024 / MIB
 
 
-def peak_memory_mb(device="cpu") -> dict[str, float]:
+def peak_memory_mb(device: str | torch.device = "cpu") -> dict[str, float]:
     """Peak since the last reset: {'rss_mb': ..., 'cuda_mb': ... (on CUDA only)}."""
     peaks = {"rss_mb": peak_rss_mb()}
     if _uses_cuda(device):

@@ -17,7 +17,7 @@ class ImageTensorDataset(Dataset):
     float tensor, exactly as it does for an image read from disk.
     """
 
-    def __init__(self, images: torch.Tensor, targets: list[int]):
+    def __init__(self, images: torch.Tensor, targets: list[int]) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(targets):
             raise ValueError("images must be uint8 (N, C, H, W) with one target per image")
         self.images = images
@@ -26,15 +26,17 @@ class ImageTensorDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], self.targets[index]
 
 
-def _classes_of(experience) -> list[int]:
+def _classes_of(experience: Any) -> list[int]:  # an Avalanche experience
     return sorted(int(c) for c in experience.classes_in_this_experience)
 
 
-def _split_by_classes(test_dataset, classes_per_experience: list[list[int]]) -> list[Any]:
+def _split_by_classes(
+    test_dataset: Any, classes_per_experience: list[list[int]]
+) -> list[Any]:  # Avalanche datasets
     """One view per experience: the test images whose class that experience introduced."""
     targets = [int(t) for t in test_dataset.targets]
     views = []

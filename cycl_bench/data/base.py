@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,12 +17,20 @@ from cycl_bench.errors import UserError
 # new instances, new classes, new instances and classes (CORe50 NICv2: one shared test set)
 Scenario = Literal["ni", "nc", "nic"]
 Source = Literal["real", "synthetic", "folder"]
+_NAMED_SOURCES: tuple[Source, ...] = ("real", "synthetic")
 
 
 def protocol_hash(protocol: dict[str, Any]) -> str:
     """Stable short hash of everything that defines a stream (canonical JSON, sha256)."""
     canonical = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def dataset_size(dataset: Dataset[Any]) -> int:
+    """The length of a map-style dataset (torch's `Dataset` type does not declare one)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{type(dataset).__name__} has no length")
+    return len(dataset)
 
 
 @dataclass
@@ -52,7 +61,7 @@ class Stream:
         return protocol_hash(self.protocol)
 
     @property
-    def train_stream(self):
+    def train_stream(self) -> Any:  # Avalanche's stream of training experiences
         return self.benchmark.train_stream
 
     @property
@@ -61,7 +70,7 @@ class Stream:
 
     @property
     def test_sizes(self) -> list[int]:
-        return [len(view) for view in self.test_views]
+        return [dataset_size(view) for view in self.test_views]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -81,7 +90,7 @@ class Stream:
 
 def parse_source(data: str) -> tuple[Source, Path | None]:
     """'real' | 'synthetic' | 'folder:PATH' -> (source, path)."""
-    if data in ("real", "synthetic"):
+    if data in _NAMED_SOURCES:
         return data, None
     if data.startswith("folder:") and len(data) > len("folder:"):
         return "folder", Path(data[len("folder:") :]).expanduser()

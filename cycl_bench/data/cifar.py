@@ -9,11 +9,13 @@ it (split, transforms, test views) is the code real data goes through.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from pydantic import Field
 
 from cycl_bench.data import synthetic
@@ -27,6 +29,9 @@ from cycl_bench.data.transforms import train_transform as make_train_transform
 from cycl_bench.errors import UserError
 from cycl_bench.params import MAX_IMAGES, Options
 from cycl_bench.registry import BENCHMARKS
+
+if TYPE_CHECKING:
+    from torchvision.datasets import CIFAR10  # CIFAR100 is one
 
 IMAGE_SIZE = 32
 # benchmark name -> (number of classes, classes per experience)
@@ -100,16 +105,24 @@ def plan_split_cifar(name: str, *, data: str, seed: int, options: dict[str, Any]
 # ---------------------------------------------------------------- the torchvision datasets
 
 
-def torchvision_class(num_classes: int):
+def torchvision_class(num_classes: int) -> type[CIFAR10]:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     return {10: CIFAR10, 100: CIFAR100}[num_classes]
 
 
-def in_memory_cifar(num_classes: int, images_nhwc, targets, classes, *, train: bool):
+def in_memory_cifar(
+    num_classes: int,
+    images_nhwc: np.ndarray,
+    targets: Iterable[int],
+    classes: Iterable[str],
+    *,
+    train: bool,
+) -> CIFAR10:
     """A torchvision CIFAR dataset object holding the given arrays instead of files
     (uint8 NHWC `data`, list `targets`, `classes`): what the synthetic source feeds in."""
-    dataset_class = torchvision_class(num_classes)
+    # the class of an untyped library: mypy cannot resolve `__new__` on `type[Any]`
+    dataset_class: Any = torchvision_class(num_classes)
     dataset = dataset_class.__new__(dataset_class)
     dataset.root = "<memory>"
     dataset.train = train
@@ -121,12 +134,12 @@ def in_memory_cifar(num_classes: int, images_nhwc, targets, classes, *, train: b
     return dataset
 
 
-def _cifar_files(dataset_class) -> list[tuple[str, str]]:
+def _cifar_files(dataset_class: type[CIFAR10]) -> list[tuple[str, str]]:
     meta = dataset_class.meta
     return [*dataset_class.train_list, *dataset_class.test_list, [meta["filename"], meta["md5"]]]
 
 
-def load_torchvision_cifar(num_classes: int, root: Path):
+def load_torchvision_cifar(num_classes: int, root: Path) -> tuple[CIFAR10, CIFAR10]:
     """(train, test) torchvision datasets from `root`; downloads what is missing, refuses a
     damaged file by name (torchvision would silently try to download over it)."""
     from torchvision.datasets.utils import check_integrity
@@ -154,7 +167,7 @@ def load_torchvision_cifar(num_classes: int, root: Path):
     )
 
 
-def _synthetic_cifar(plan: Plan, num_classes: int):
+def _synthetic_cifar(plan: Plan, num_classes: int) -> tuple[CIFAR10, CIFAR10]:
     train_x, train_y, test_x, test_y = synthetic.cifar_like(
         plan.seed,
         num_classes=num_classes,
@@ -164,7 +177,7 @@ def _synthetic_cifar(plan: Plan, num_classes: int):
     )
     names = [f"class{c}" for c in range(num_classes)]
 
-    def as_cifar(images, targets, train):
+    def as_cifar(images: torch.Tensor, targets: list[int], train: bool) -> CIFAR10:
         nhwc = images.permute(0, 2, 3, 1).numpy()
         return in_memory_cifar(num_classes, nhwc, targets, names, train=train)
 
@@ -174,7 +187,7 @@ def _synthetic_cifar(plan: Plan, num_classes: int):
 # ---------------------------------------------------------------- the stream
 
 
-def split_stream(plan: Plan, train_set, test_set) -> Stream:
+def split_stream(plan: Plan, train_set: CIFAR10, test_set: CIFAR10) -> Stream:
     from avalanche.benchmarks import nc_benchmark
 
     num_classes, sizes = SPLITS[plan.name]
@@ -204,7 +217,9 @@ def split_stream(plan: Plan, train_set, test_set) -> Stream:
     )
 
 
-def build_split_cifar(name: str, data: str, data_root, seed: int, options: dict) -> Stream:
+def build_split_cifar(
+    name: str, data: str, data_root: Path | None, seed: int, options: dict[str, Any]
+) -> Stream:
     plan = plan_split_cifar(name, data=data, seed=seed, options=options)
     num_classes = SPLITS[name][0]
     if plan.source == "synthetic":
@@ -220,7 +235,7 @@ def build_split_cifar(name: str, data: str, data_root, seed: int, options: dict)
     params=_declared_options("split_cifar10"),
 )
 def split_cifar10(
-    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options: Any
 ) -> Stream:
     """Split CIFAR-10: 5 experiences of 2 classes, class order from the stream seed."""
     return build_split_cifar("split_cifar10", data, data_root, seed, options)
@@ -232,7 +247,7 @@ def split_cifar10(
     params=_declared_options("split_cifar100"),
 )
 def split_cifar100(
-    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options: Any
 ) -> Stream:
     """Split CIFAR-100: 10 experiences of 10 classes, class order from the stream seed."""
     return build_split_cifar("split_cifar100", data, data_root, seed, options)
@@ -244,7 +259,7 @@ def split_cifar100(
     params=_declared_options("split_cifar100_50_5x10"),
 )
 def split_cifar100_50_5x10(
-    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options: Any
 ) -> Stream:
     """Split CIFAR-100, half first: 50 classes, then 5 experiences of 10."""
     return build_split_cifar("split_cifar100_50_5x10", data, data_root, seed, options)

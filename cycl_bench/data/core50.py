@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import sys
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,16 @@ def image_folder_name(mini: bool) -> str:
     return "core50_32x32" if mini else "core50_128x128"
 
 
+_PLAIN_SCENARIOS: tuple[Scenario, ...] = ("ni", "nc")
+
+
 def scenario_kind(scenario: str) -> Scenario:
     """The results file's scenario: 'ni', 'nc', or 'nic' for the NICv2 streams."""
-    return "nic" if scenario.startswith("nicv2_") else scenario
+    if scenario.startswith("nicv2_"):
+        return "nic"
+    if scenario in _PLAIN_SCENARIOS:
+        return scenario
+    raise ValueError(f"unknown CORe50 scenario {scenario!r}")
 
 
 def _filelist_root(scenario: str) -> str:
@@ -107,6 +115,7 @@ def plan_core50(scenario: str, *, data: str, seed: int, options: dict[str, Any])
             "(folder:PATH images fit core50_ni and core50_nc)"
         )
     if source == "folder":
+        assert folder is not None  # `request` gives folder:PATH its path
         plan_folder = plan_folder_ni if scenario == "ni" else plan_folder_nc
         return plan_folder(name, folder, seed, options)
     if source == "real":
@@ -321,7 +330,9 @@ def nicv2_batches(seed: int, n_experiences: int) -> list[list[tuple[int, int]]]:
     return [[(obj, sessions[0]) for obj in first], *later]
 
 
-def _object_sessions(generated, batches: list[list[tuple[int, int]]]):
+def _object_sessions(
+    generated: synthetic.Core50Like, batches: list[list[tuple[int, int]]]
+) -> Iterator[tuple[torch.Tensor, list[int]]]:
     """(images, object ids) of each batch of (object, session) pairs."""
     objects_of = {s: torch.tensor(objects) for s, (_, objects) in generated.train.items()}
     for batch in batches:
@@ -348,7 +359,7 @@ def build_synthetic_core50(plan: Plan) -> Stream:
         # like CORe50's NC file lists: label = position of the object in the class order
         position = {obj: i for i, obj in enumerate(o for group in groups for o in group)}
         label_of = position if scenario == "nc" else {o: o for o in range(50)}  # NI, NICv2
-        class_names = [f"o{o + 1}" for o in sorted(label_of, key=label_of.get)]
+        class_names = [f"o{o + 1}" for o in sorted(label_of, key=label_of.__getitem__)]
     else:
         label_of = dict(enumerate(generated.category_of_object))
         class_names = [f"category{c}" for c in range(synthetic.CORE50_CATEGORIES)]
@@ -395,7 +406,9 @@ def build_synthetic_core50(plan: Plan) -> Stream:
 # ---------------------------------------------------------------- registered benchmarks
 
 
-def build_core50(scenario: str, data: str, data_root, seed: int, options: dict) -> Stream:
+def build_core50(
+    scenario: str, data: str, data_root: Path | None, seed: int, options: dict[str, Any]
+) -> Stream:
     plan = plan_core50(scenario, data=data, seed=seed, options=options)
     if plan.source == "folder":
         return build_folder_stream(plan)
@@ -410,7 +423,7 @@ def build_core50(scenario: str, data: str, data_root, seed: int, options: dict) 
     params={"real": RealOptions, "synthetic": SyntheticOptions, "folder": FolderNiOptions},
 )
 def core50_ni(
-    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options: Any
 ) -> Stream:
     """CORe50 new instances: 8 experiences, one session each, all 50 objects."""
     return build_core50("ni", data, data_root, seed, options)
@@ -422,7 +435,7 @@ def core50_ni(
     params={"real": RealOptions, "synthetic": SyntheticOptions, "folder": FolderNcOptions},
 )
 def core50_nc(
-    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options: Any
 ) -> Stream:
     """CORe50 new classes: 9 experiences with 10, 5, ..., 5 objects."""
     return build_core50("nc", data, data_root, seed, options)
@@ -436,7 +449,7 @@ def _nicv2_options() -> dict[str, type[Options]]:
     "core50_nicv2_79", planner=partial(plan_core50, "nicv2_79"), params=_nicv2_options()
 )
 def core50_nicv2_79(
-    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options: Any
 ) -> Stream:
     """CORe50 NICv2-79: 10 objects' first session, then 78 experiences of 5 object sessions."""
     return build_core50("nicv2_79", data, data_root, seed, options)
@@ -446,7 +459,7 @@ def core50_nicv2_79(
     "core50_nicv2_196", planner=partial(plan_core50, "nicv2_196"), params=_nicv2_options()
 )
 def core50_nicv2_196(
-    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options: Any
 ) -> Stream:
     """CORe50 NICv2-196: 10 objects' first session, then 195 experiences of 2 object sessions."""
     return build_core50("nicv2_196", data, data_root, seed, options)
@@ -456,7 +469,7 @@ def core50_nicv2_196(
     "core50_nicv2_391", planner=partial(plan_core50, "nicv2_391"), params=_nicv2_options()
 )
 def core50_nicv2_391(
-    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options
+    *, data: str = "real", data_root: Path | None = None, seed: int = 0, **options: Any
 ) -> Stream:
     """CORe50 NICv2-391: 10 objects' first session, then 390 experiences of one object session."""
     return build_core50("nicv2_391", data, data_root, seed, options)

@@ -51,12 +51,13 @@ def ensure_writable(folder: Path) -> None:
         ) from None
 
 
-def _endpoint(url: str) -> tuple[str, int, str]:
-    """Where urllib connects to fetch `url`: the configured proxy, else the host itself."""
+def _endpoint(url: str) -> tuple[str | None, int, str]:
+    """Where urllib connects to fetch `url`: the configured proxy, else the host itself (None:
+    the URL or the proxy setting names no host)."""
     parsed = urlparse(url)
     proxy = getproxies().get(parsed.scheme)
     kind = "host"
-    if proxy and not proxy_bypass(parsed.hostname):
+    if proxy and not proxy_bypass(parsed.hostname or ""):
         parsed, kind = urlparse(proxy if "://" in proxy else f"http://{proxy}"), "proxy"
     return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), kind
 
@@ -97,6 +98,8 @@ def downloading(dataset: str, folder: Path, files: list[str], urls: list[str]) -
 
     for url in urls:
         host, port, kind = _endpoint(url)
+        if host is None:  # not a host to probe (socket would try this machine)
+            raise failure(f"the {kind} for {url} names no host")
         try:
             _check_reachable(host, port)
         except OSError as error:

@@ -247,15 +247,24 @@ def _rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_image(path: Path, image_size: int) -> torch.Tensor:
-    """uint8 (3, S, S); an unreadable file is named in the error."""
+def load_rgb(path: str | Path) -> Image.Image:
+    """The image at `path` decoded as 8-bit RGB (16-bit scaled); an unreadable, truncated or
+    oversized file is a UserError naming it. The loader of every image folder, streams' and
+    pretraining's."""
+    path = Path(path)
     try:
         with _open(path) as image:
-            image = _rgb(image).resize((image_size, image_size), Image.BILINEAR)
-            pixels = np.array(image)
+            rgb = _rgb(image)
+            rgb.load()
+            return rgb
     except READ_ERRORS as error:
         raise _unreadable(path, error) from None
-    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+def read_image(path: Path, image_size: int) -> torch.Tensor:
+    """uint8 (3, S, S); an unreadable file is named in the error."""
+    image = load_rgb(path).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 class FolderImages(ImageTensorDataset):
@@ -269,7 +278,7 @@ class FolderImages(ImageTensorDataset):
         self.image_size = image_size
         self.decoded = torch.zeros(len(files), dtype=torch.bool)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not self.decoded[index]:
             self.images[index] = read_image(self.files[index], self.image_size)
             self.decoded[index] = True
@@ -290,6 +299,7 @@ def build_folder_stream(plan: Plan) -> Stream:
     augment = plan.options["augment"]
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     root = plan.folder
+    assert root is not None  # a folder plan (`plan_folder_ni`, `plan_folder_nc`) has its root
     if plan.protocol["scenario"] == "ni":
         sessions, test = _ni_layout(root)
         classes = plan.protocol["classes"]

@@ -99,7 +99,14 @@ def jitter(rng: np.random.Generator, session: Conditions, n: int) -> Conditions:
     return repeat
 
 
-def _occlude_with_a_hand(rng, image, xx, yy, conditions, sharpness) -> np.ndarray:
+def _occlude_with_a_hand(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    xx: np.ndarray,
+    yy: np.ndarray,
+    conditions: Conditions,
+    sharpness: float,
+) -> np.ndarray:
     """A skin-coloured disc near the object hides a different part of it in every image."""
     n = len(image)
     center = conditions.center + rng.normal(0, 0.45, (n, 2)) * conditions.scale[:, None]

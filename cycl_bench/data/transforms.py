@@ -9,6 +9,9 @@ The same transform takes PIL images (real files) and uint8 CHW tensors (in-memor
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -17,7 +20,7 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
 
-def _to_normalized_tensor(mean, std) -> list:
+def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
     from torchvision.transforms import v2
 
     return [
@@ -32,24 +35,26 @@ class Normalized:
     """Image -> normalized float tensor. uint8 tensors (the in-memory sources) take a direct
     path, several times faster per item than the torchvision pipeline that PIL images take."""
 
-    def __init__(self, mean, std):
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         from torchvision.transforms import v2
 
         self.mean = torch.tensor(mean).view(-1, 1, 1)
         self.std = torch.tensor(std).view(-1, 1, 1)
         self.pipeline = v2.Compose(_to_normalized_tensor(mean, std))
 
-    def __call__(self, image):
+    def __call__(self, image: Any) -> torch.Tensor:  # a PIL image or a uint8 CHW tensor
         if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
             return (image.float().div_(255.0) - self.mean).div_(self.std)
         return self.pipeline(image)
 
 
-def eval_transform(mean, std):
+def eval_transform(mean: Sequence[float], std: Sequence[float]) -> Normalized:
     return Normalized(mean, std)
 
 
-def train_transform(mean, std, *, image_size: int, augment: bool):
+def train_transform(
+    mean: Sequence[float], std: Sequence[float], *, image_size: int, augment: bool
+) -> Callable[[Any], torch.Tensor]:
     from torchvision.transforms import v2
 
     if not augment:

@@ -6,7 +6,7 @@ file depends only on its inputs' shape: `matrix_figure_size` says what it will b
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from cycl_bench.evaluation import metrics  # noqa: E402
 from cycl_bench.evaluation.results import Results  # noqa: E402
@@ -47,7 +48,7 @@ def parameter_deviations(results: Results) -> list[str]:
     return [item for item in results.method.deviations if "(paper:" in item]
 
 
-def method_label(results: Results, differing: set[str] = frozenset()) -> str:
+def method_label(results: Results, differing: Set[str] = frozenset()) -> str:
     """The strategy entry's name (`cwr_star_rn`, `hq_cwr_star_8`), plus backbone and bit widths
     when they tell results apart; a variant of a published method is marked VARIANT_MARK,
     parameters no source fixes for the scenario UNTUNED_MARK (the table's notes say which)."""
@@ -82,7 +83,7 @@ def source_note(results_list: Sequence[Results]) -> str:
     return f" ({', '.join(sources)} data)" if sources else ""
 
 
-def _save(figure, path: str | Path) -> Path:
+def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI, format="png")

@@ -14,7 +14,7 @@ import math
 import os
 import stat as file_mode
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal, TypedDict, get_args
 
 from pydantic import (
     BaseModel,
@@ -29,12 +29,12 @@ from pydantic import (
 from cycl_bench.errors import UserError
 from cycl_bench.evaluation import metrics
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 READ_FIX = "give a results/*.json written by `run`"
 DataSource = Literal["real", "synthetic", "folder"]
 
 # per-seed scalars that the summary aggregates (mean and std over seeds)
-SUMMARY_KEYS = (
+SummaryKey = Literal[
     "final_accuracy",
     "average_forgetting",
     "bwt",
@@ -42,7 +42,8 @@ SUMMARY_KEYS = (
     "peak_memory_mb",
     "train_bitops",
     "bitops_reduction_vs_fp32",
-)
+]
+SUMMARY_KEYS: tuple[SummaryKey, ...] = get_args(SummaryKey)
 # of those, the ones that are functions of the accuracy matrix
 MATRIX_KEYS = ("final_accuracy", "average_forgetting", "bwt")
 
@@ -176,16 +177,22 @@ class Results(_Model):
 
     @staticmethod
     def summarize(per_seed: list[SeedResult]) -> dict[str, Stat]:
-        summary = {}
+        summary: dict[str, Stat] = {}
         for key in SUMMARY_KEYS:
             mean, std = metrics.mean_std([getattr(s, key) for s in per_seed])
             summary[key] = Stat(mean=mean, std=std)
         return summary
 
 
+class SeedMetrics(TypedDict):
+    final_accuracy: float
+    average_forgetting: float
+    bwt: float
+
+
 def seed_metrics(
     matrix: list[list[float]], test_sizes: list[int], evaluated_after: list[int] | None = None
-) -> dict[str, float]:
+) -> SeedMetrics:
     """The matrix-derived per-seed numbers, as the runner writes and the validator recomputes
     (`evaluated_after`: the experience each row follows, None for every experience)."""
     return {
@@ -258,6 +265,7 @@ def load_results(path: str | Path, fix: str = READ_FIX) -> Results:
     is not JSON, breaks the schema (a NaN, a number out of range) or whose derived numbers its raw
     data does not give (a summary the seeds do not give, a seed twice)."""
     path = Path(path)
+    problem: str | None
     try:
         _check_readable(path, fix)
         data = json.loads(path.read_bytes())

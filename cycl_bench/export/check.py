@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class Agreement:
 def spread_subset(views: list[Dataset], limit: int | None) -> Dataset:
     """The test views as one set, or `limit` images spread evenly over it (every view and
     class represented, not only the first experience's)."""
-    whole = ConcatDataset(views)
+    whole: ConcatDataset[Any] = ConcatDataset(views)
     if limit is None or limit >= len(whole):
         return whole
     indices = np.linspace(0, len(whole) - 1, num=limit).round().astype(int)

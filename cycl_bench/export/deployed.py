@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from brevitas.nn import QuantConv2d
@@ -95,11 +96,11 @@ class DequantizeInt8(torch.autograd.Function):
     form of an int8 tensor entering float arithmetic."""
 
     @staticmethod
-    def forward(ctx, values: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, values: torch.Tensor) -> torch.Tensor:
         return values.float()
 
     @staticmethod
-    def symbolic(graph, values):
+    def symbolic(graph: Any, values: Any) -> Any:  # torch.onnx's graph and values
         scale = graph.op("Constant", value_t=torch.tensor(1.0))
         zero_point = graph.op("Constant", value_t=torch.tensor(0, dtype=torch.int8))
         return graph.op("DequantizeLinear", values, scale, zero_point)
@@ -109,7 +110,10 @@ class OnnxBinaryConv2d(nn.Module):
     """A deployed binary convolution as plain ONNX: `Where(x < 0, -1, 1)` into a `Conv` whose
     weights are int8 +-1, then `Mul` by the per-channel scale."""
 
-    def __init__(self, layer: BinaryConv2d):
+    weight_int8: torch.Tensor
+    output_scale: torch.Tensor
+
+    def __init__(self, layer: BinaryConv2d) -> None:
         super().__init__()
         self.register_buffer("weight_int8", binary_weight(layer).to(torch.int8))
         self.register_buffer("output_scale", layer.output_scale.detach().clone().view(1, -1, 1, 1))

@@ -22,7 +22,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from cycl_bench.errors import UserError
 from cycl_bench.quant.bits import FLOAT_GRAD_BITS
 from cycl_bench.quant.precision import set_precision, switchable_layers
 from cycl_bench.registry import BACKBONES
+
+if TYPE_CHECKING:
+    from cycl_bench.models.common import Backbone
 
 MODELS_DIR = "models"
 FORMAT = "cycl_bench.saved_model"
@@ -76,7 +79,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def save_model(
-    model: nn.Module,
+    model: Backbone,
     path: str | Path,
     *,
     backbone: str,
@@ -162,7 +165,7 @@ def _unpack_signs(packed: dict[str, Any]) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, SavedModelInfo]:
+def load_model(path: str | Path) -> tuple[Backbone, SavedModelInfo]:
     """The saved model rebuilt through the backbone registry, its weights loaded, at its
     deployed precision with float gradients, in eval mode, on the CPU."""
     path = Path(path)

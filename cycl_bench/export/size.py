@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cycl_bench.quant.precision import FLOAT_BITS, deployed_tensors, model_size_bytes
+from cycl_bench.quant.precision import (
+    FLOAT_BITS,
+    StoredTensor,
+    deployed_tensors,
+    model_size_bytes,
+)
 
 FLOAT_BYTES = FLOAT_BITS // 8
 # how the report orders what is stored besides the weights (which come first, by their bits)
@@ -50,7 +55,7 @@ class DeployedSize:
 
 
 def deployed_size(model: nn.Module) -> DeployedSize:
-    def order(tensor):
+    def order(tensor: StoredTensor) -> tuple[int, int]:
         if tensor.kind in OTHER_KINDS:
             return 1, OTHER_KINDS.index(tensor.kind)
         return 0, tensor.bits

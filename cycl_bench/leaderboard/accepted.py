@@ -9,7 +9,7 @@ numbers no run can produce, not numbers that are merely surprising.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import ConfigDict, Field, JsonValue
 
@@ -18,7 +18,6 @@ from cycl_bench.evaluation.results import (
     MAX_PEAK_MEMORY_MB,
     MAX_TRAIN_BITOPS,
     MAX_TRAIN_TIME_S,
-    SUMMARY_KEYS,
     BenchmarkInfo,
     ExperienceCost,
     MethodInfo,
@@ -26,6 +25,7 @@ from cycl_bench.evaluation.results import (
     Results,
     SeedResult,
     Stat,
+    SummaryKey,
 )
 
 STRICT = ConfigDict(allow_inf_nan=False)
@@ -40,7 +40,6 @@ Bits = Annotated[int, Field(ge=1, le=32)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 Line = Annotated[str, Field(max_length=200)]
 TestSize = Annotated[int, Field(ge=1, le=MAX_TEST_SIZE)]
-SummaryKey = Literal[SUMMARY_KEYS]  # type: ignore[valid-type]
 
 
 class AcceptedCost(ExperienceCost):
@@ -58,7 +57,11 @@ class AcceptedSeed(SeedResult):
     peak_memory_mb: float = Field(ge=MIN_PEAK_MEMORY_MB, le=MAX_PEAK_MEMORY_MB)
     train_bitops: float = Field(ge=1, le=MAX_TRAIN_BITOPS)
     model_size_bytes: int = Field(ge=1, le=MAX_MODEL_BYTES)
-    per_experience: list[AcceptedCost] = Field(default_factory=list, max_length=MAX_EXPERIENCES)
+    # pydantic validates the narrower field; mypy's rule for mutable attributes (list is
+    # invariant) does not allow a subclass to narrow it
+    per_experience: list[AcceptedCost] = Field(  # type: ignore[assignment]
+        default_factory=list, max_length=MAX_EXPERIENCES
+    )
 
 
 class AcceptedStat(Stat):
@@ -101,6 +104,7 @@ class AcceptedResults(Results):
     device: Line
     benchmark: AcceptedBenchmark
     method: AcceptedMethod
-    per_seed: list[AcceptedSeed] = Field(min_length=1, max_length=MAX_SEEDS)
-    summary: dict[SummaryKey, AcceptedStat]
+    # narrower fields, validated by pydantic (mypy: list and dict are invariant, see above)
+    per_seed: list[AcceptedSeed] = Field(min_length=1, max_length=MAX_SEEDS)  # type: ignore[assignment]
+    summary: dict[SummaryKey, AcceptedStat]  # type: ignore[assignment]
     config: dict[str, JsonValue] = Field(default_factory=dict)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import re
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
@@ -22,7 +22,7 @@ from cycl_bench.errors import UserError
 from cycl_bench.leaderboard.accepted import AcceptedResults
 from cycl_bench.leaderboard.likeness import latin_lookalike
 
-SUBMISSION_VERSION = 1
+SUBMISSION_VERSION: Final = 1
 MAX_NAME_LENGTH = 80
 
 

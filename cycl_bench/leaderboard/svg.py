@@ -6,6 +6,7 @@ Every piece of text is escaped here; the returned Markup is safe to embed as is.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from html import escape
 
 from markupsafe import Markup
@@ -76,9 +77,18 @@ def _rotate(x: float, y: float) -> str:
 class _Axes:
     """Linear (or log10) data-to-pixel mapping for a plot area with margins."""
 
-    def __init__(self, x_range, y_range, width=520, height=300, log_x=False):
+    def __init__(
+        self,
+        x_range: tuple[float, float],
+        y_range: tuple[float, float],
+        width: int = 520,
+        height: int = 300,
+        log_x: bool = False,
+    ) -> None:
         self.left, self.right, self.top, self.bottom = 60, 20, 20, 45
         self.width, self.height, self.log_x = width, height, log_x
+        self.x0: float
+        self.x1: float
         self.x0, self.x1 = (math.log10(v) for v in x_range) if log_x else x_range
         self.y0, self.y1 = y_range
         if self.x1 == self.x0:
@@ -93,7 +103,13 @@ class _Axes:
         span = self.height - self.top - self.bottom
         return self.height - self.bottom - (value - self.y0) / (self.y1 - self.y0) * span
 
-    def frame(self, x_label: str, y_label: str, x_ticks, y_ticks) -> list[str]:
+    def frame(
+        self,
+        x_label: str,
+        y_label: str,
+        x_ticks: Iterable[tuple[float, str]],
+        y_ticks: Iterable[tuple[float, str]],
+    ) -> list[str]:
         bottom, right = self.height - self.bottom, self.width - self.right
         body = [
             f'<rect x="{self.left}" y="{self.top}" width="{right - self.left}" '

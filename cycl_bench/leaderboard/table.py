@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, TypedDict
 
 from cycl_bench.leaderboard.submission import (
     ClaimedSubmission,
@@ -20,6 +21,9 @@ from cycl_bench.leaderboard.submission import (
     Submission,
     slugify,
 )
+
+if TYPE_CHECKING:
+    from cycl_bench.leaderboard.verify import VerificationRecord
 
 
 @dataclass
@@ -54,7 +58,15 @@ class Row:
     verification_note: str = ""
 
 
-def _verification(submission: ReproducedSubmission, record) -> dict[str, str | None]:
+class _Verification(TypedDict):
+    verification: str
+    verified_on: str | None
+    verification_note: str
+
+
+def _verification(
+    submission: ReproducedSubmission, record: VerificationRecord | None
+) -> _Verification:
     if record is None:
         state = "not verified yet" if submission.models else "no models"
         return {"verification": state, "verified_on": None, "verification_note": ""}
@@ -65,7 +77,7 @@ def _verification(submission: ReproducedSubmission, record) -> dict[str, str | N
     }
 
 
-def row_of(submission: Submission, record=None) -> Row:
+def row_of(submission: Submission, record: VerificationRecord | None = None) -> Row:
     """The row of `submission`; `record`: its current verification record, if any."""
     entry = submission.entry
     if isinstance(submission, ReproducedSubmission):

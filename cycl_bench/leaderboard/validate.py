@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from cycl_bench.errors import UserError
-from cycl_bench.evaluation.results import derived_mismatches
+from cycl_bench.evaluation.results import BenchmarkInfo, derived_mismatches
 from cycl_bench.leaderboard import history
 from cycl_bench.leaderboard.likeness import comparable_text, comparable_url
 from cycl_bench.leaderboard.submission import (
@@ -97,7 +98,7 @@ def _json_path(location: Iterable[Any], data: Any) -> str:
     return path
 
 
-def _problem(error: dict[str, Any], data: Any) -> Problem:
+def _problem(error: ErrorDetails, data: Any) -> Problem:
     if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
         found = data.get("status") if isinstance(data, dict) else None
         return Problem("$.status", f"must be 'reproduced' or 'claimed', not {found!r}")
@@ -196,7 +197,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _check_protocol(benchmark) -> list[Problem]:
+def _check_protocol(benchmark: BenchmarkInfo) -> list[Problem]:
     """The stored protocol hashes to the stored hash, and both are the shipped protocol's (on the
     submission's data source)."""
     from cycl_bench.config import shipped_protocol
@@ -363,13 +364,18 @@ def _age(path: Path, submission: Submission, base: str | None) -> tuple:
 
 
 def _report_repeat(
-    item: Checked, pool: list[tuple[Path, Submission]], base: str | None, is_new: bool = False
+    item: Checked,
+    submission: Submission,
+    pool: list[tuple[Path, Submission]],
+    base: str | None,
+    is_new: bool = False,
 ) -> None:
-    """When `item` repeats older files of `pool`, report it with the oldest: the original."""
-    age = None if is_new else _age(item.path, item.submission, base)
+    """When `item` (read as `submission`) repeats older files of `pool`, report it with the
+    oldest: the original."""
+    age = None if is_new else _age(item.path, submission, base)
     originals = []
     for path, other in pool:
-        reason = repeats(item.submission, other) if path != item.path else None
+        reason = repeats(submission, other) if path != item.path else None
         if reason is not None:
             other_age = _age(path, other, base)
             if age is None or other_age < age:
@@ -380,15 +386,16 @@ def _report_repeat(
 
 
 def _check_duplicates(checked: list[Checked], base: str | None) -> None:
-    parsed = [c for c in checked if c.submission is not None]
-    pool = [(c.path, c.submission) for c in parsed] + list(_other_submissions(parsed))
-    for item in parsed:
-        _report_repeat(item, pool, base)
+    parsed = [(c, c.submission) for c in checked if c.submission is not None]
+    items = [item for item, _ in parsed]
+    pool = [(c.path, submission) for c, submission in parsed] + list(_other_submissions(items))
+    for item, submission in parsed:
+        _report_repeat(item, submission, pool, base)
 
 
-def _check_base(item: Checked, base: str) -> None:
+def _check_base(item: Checked, submission: Submission, base: str) -> None:
     old = history.base_text(item.path, base)
-    if old is None or item.submission.entry.update:
+    if old is None or submission.entry.update:
         return
     try:
         unchanged = json.loads(old) == json.loads(item.path.read_bytes())
@@ -401,13 +408,19 @@ def _check_base(item: Checked, base: str) -> None:
 
 def resolve_base(paths: list[Path], base: str | None) -> str | None:
     """An explicit ref is required to exist; by default origin/main, when the repository has it."""
-    if base is not None:
-        return base
     roots = {history.repository_root(p) for p in paths}
+    if base is not None:
+        if None in roots:  # the ref itself is checked where an entry is compared with it
+            raise UserError(
+                f"--base {base}: a submission given is not in a git repository; "
+                "drop --base or give files of a clone"
+            )
+        return base
+    found = {root for root in roots if root is not None}
     if (
         roots
-        and None not in roots
-        and all(history.ref_exists(r, history.DEFAULT_BASE) for r in roots)
+        and len(found) == len(roots)  # every path in a repository
+        and all(history.ref_exists(r, history.DEFAULT_BASE) for r in found)
     ):
         return history.DEFAULT_BASE
     return None
@@ -447,7 +460,7 @@ def validate(paths: Iterable[Path], base: str | None = None) -> list[Checked]:
     if base is not None:
         for item in checked:
             if item.submission is not None:
-                _check_base(item, base)
+                _check_base(item, item.submission, base)
     return checked
 
 
@@ -459,5 +472,6 @@ def validate_new(path: Path, raw: bytes) -> Checked:
     read = (None, _size_problem(len(raw))) if len(raw) > MAX_FILE_BYTES else parse_bytes(raw)
     item = _checked(path, read)
     if item.submission is not None:
-        _report_repeat(item, list(_other_submissions([item])), base=None, is_new=True)
+        others = list(_other_submissions([item]))
+        _report_repeat(item, item.submission, others, base=None, is_new=True)
     return item

@@ -41,7 +41,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,7 +49,14 @@ from cycl_bench import __version__
 from cycl_bench.errors import UserError
 from cycl_bench.leaderboard.submission import ReproducedSubmission, model_file_name, slugify
 
-RECORD_VERSION = 1
+if TYPE_CHECKING:
+    from cycl_bench.data.base import Stream
+    from cycl_bench.export.saved import SavedModelInfo
+    from cycl_bench.models.common import Backbone
+
+Rerun = Callable[[ReproducedSubmission, int], list[list[float]]]
+
+RECORD_VERSION: Final = 1
 TOLERANCE_IMAGES = 1
 TOLERANCE_FRACTION = 0.005
 MAX_MODEL_DOWNLOAD = 500 * 2**20
@@ -183,7 +190,7 @@ def locate_model(
     raise UserError(f"no model at {where} and no URL for seed {seed}")
 
 
-def check_model_file(path: Path, sha256: str):
+def check_model_file(path: Path, sha256: str) -> tuple[Backbone, SavedModelInfo]:
     """The model at `path` loaded, once its sha256 is `sha256`; a UserError naming the file."""
     from cycl_bench.export.saved import file_sha256, load_model
 
@@ -195,7 +202,7 @@ def check_model_file(path: Path, sha256: str):
     return load_model(path)
 
 
-def model_mismatch(submission: ReproducedSubmission, seed: int, saved) -> str:
+def model_mismatch(submission: ReproducedSubmission, seed: int, saved: SavedModelInfo) -> str:
     """Why the model is not one of this entry's (another stream, seed, backbone or strategy)."""
     results = submission.results
     expected = {
@@ -215,7 +222,9 @@ def model_mismatch(submission: ReproducedSubmission, seed: int, saved) -> str:
 # -- evaluating -------------------------------------------------------------------------------
 
 
-def build_stream(submission: ReproducedSubmission, data_root: Path | None, download: bool):
+def build_stream(
+    submission: ReproducedSubmission, data_root: Path | None, download: bool
+) -> Stream:
     """The submission's stream, rebuilt from the shipped benchmark config on its data source; a
     UserError when the data is not here (and `download` is off) or the protocol is no longer
     the shipped one."""
@@ -244,7 +253,9 @@ def build_stream(submission: ReproducedSubmission, data_root: Path | None, downl
     return stream
 
 
-def compare_row(recorded: list[float], measured: list[float], test_sizes: list[int]):
+def compare_row(
+    recorded: list[float], measured: list[float], test_sizes: list[int]
+) -> tuple[int, int | None]:
     """(largest difference in images, the first view outside the tolerance or None)."""
     worst, outside = 0, None
     for view, (a, b, size) in enumerate(zip(recorded, measured, test_sizes, strict=True)):
@@ -256,7 +267,7 @@ def compare_row(recorded: list[float], measured: list[float], test_sizes: list[i
 
 
 def evaluate_seed(
-    submission: ReproducedSubmission, seed: int, path: Path, stream, device: str
+    submission: ReproducedSubmission, seed: int, path: Path, stream: Stream, device: str
 ) -> SeedCheck:
     from cycl_bench.continual.loop import accuracy_row
 
@@ -303,7 +314,7 @@ def verify_submission(
     cache: Path,
     device: str = "cpu",
     download: bool = False,
-    rerun: Callable[[ReproducedSubmission, int], list[list[float]]] | None = None,
+    rerun: Rerun | None = None,
 ) -> Outcome:
     """Verify one submission (module doc). `rerun(submission, seed)`, when given, retrains that
     seed from the recorded config and returns its accuracy matrix (the command line's
@@ -361,7 +372,7 @@ def _last_row(submission: ReproducedSubmission, seed: int) -> list[float]:
     return next(s for s in submission.results.per_seed if s.seed == seed).accuracy_matrix[-1]
 
 
-def _rerun_check(submission: ReproducedSubmission, rerun) -> SeedCheck:
+def _rerun_check(submission: ReproducedSubmission, rerun: Rerun) -> SeedCheck:
     seed = submission.models[0].seed
     result = next(s for s in submission.results.per_seed if s.seed == seed)
     check = SeedCheck(seed=seed, model_sha256=submission.models[0].sha256, recorded=[], ok=False)
@@ -390,7 +401,9 @@ def _rerun_check(submission: ReproducedSubmission, rerun) -> SeedCheck:
     return check
 
 
-def write_record(records: Path, submission: ReproducedSubmission, record: VerificationRecord):
+def write_record(
+    records: Path, submission: ReproducedSubmission, record: VerificationRecord
+) -> Path:
     target = record_path(records, submission)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_suffix(".tmp")

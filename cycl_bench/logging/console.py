@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from cycl_bench.evaluation import metrics
 from cycl_bench.evaluation.plots import (
@@ -18,6 +18,9 @@ from cycl_bench.evaluation.plots import (
     parameter_deviations,
 )
 from cycl_bench.evaluation.results import Results, SeedResult, Stat
+
+if TYPE_CHECKING:
+    from cycl_bench.data.base import Stream
 
 # (header, summary key, scale, decimals)
 COLUMNS = (
@@ -246,7 +249,7 @@ class ExperienceProgress:
     elsewhere (a log, a Ray worker) a line is printed at every tenth of the stream. Streams
     shorter than `PROGRESS_FROM_EXPERIENCES` print nothing: the cell's final line is enough."""
 
-    def __init__(self, label: str, stream, *, out: TextIO | None = None) -> None:
+    def __init__(self, label: str, stream: Stream, *, out: TextIO | None = None) -> None:
         self.label = label
         self.total = stream.n_experiences
         self.test_sizes = stream.test_sizes

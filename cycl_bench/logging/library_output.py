@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 LIBRARY_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning")
 # (module, message) regular expressions of third-party warnings that hold nothing a user of the
@@ -35,7 +36,7 @@ def module_of(filename: str) -> str:
     return ".".join(parts[installed[-1] + 1 :]) if installed else ""
 
 
-def is_library_warning(message, filename: str) -> bool:
+def is_library_warning(message: Warning | str, filename: str) -> bool:
     module = module_of(filename)
     return any(
         re.match(module_pattern, module) and re.search(message_pattern, str(message))
@@ -59,7 +60,14 @@ def library_output(log_file: Path, *, verbose: bool = False) -> Iterator[Path]:
         logger.setLevel(logging.INFO)  # Lightning's info lines are what the log file is for
     show = warnings.showwarning
 
-    def route(message, category, filename, lineno, file=None, line=None):
+    def route(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         text = warnings.formatwarning(message, category, filename, lineno, line)
         logging.getLogger(WARNINGS_LOGGER).warning(text.rstrip())
         if verbose or not is_library_warning(message, filename):

@@ -13,26 +13,37 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
 
 from cycl_bench.errors import UserError, suggest
 from cycl_bench.evaluation.results import SUMMARY_KEYS
 
-WANDB_MODES = ("offline", "online", "disabled")
+if TYPE_CHECKING:
+    import wandb
+
+    from cycl_bench.evaluation.results import SeedResult
+
+WandbMode = Literal["offline", "online", "disabled"]
+WANDB_MODES: tuple[WandbMode, ...] = ("offline", "online", "disabled")
 DEFAULT_PROJECT = "cycl_bench"
+
 
 # Quiet, cheap runs: no console capture, no sampled system stats (which also probe cloud metadata
 # endpoints), no requirements.txt, no banner. With these an offline init+log+finish takes ~0.02 s
 # once the W&B service is up (~0.5 s, once per process) against ~0.1 s with wandb's defaults.
-_SETTINGS = {
-    "console": "off",
-    "silent": True,
-    "x_disable_stats": True,
-    "x_save_requirements": False,
-    "save_code": False,
-}
+def _settings() -> wandb.Settings:
+    import wandb
+
+    return wandb.Settings(
+        console="off",
+        silent=True,
+        x_disable_stats=True,
+        x_save_requirements=False,
+        save_code=False,
+    )
 
 
 # Once an online run could not start (no network, server down), later online sessions in the same
@@ -41,7 +52,7 @@ _online_start_failure: str | None = None
 _credentials_found = False  # checked once per process (wandb prints where it found them)
 
 
-def check_wandb_mode(mode: str) -> str:
+def check_wandb_mode(mode: str) -> WandbMode:
     """Refuse an unknown mode, or `online` without W&B credentials, before any training starts.
 
     Credentials are looked up without prompting and without contacting the server
@@ -52,6 +63,8 @@ def check_wandb_mode(mode: str) -> str:
             f"unknown W&B mode '{mode}'{suggest(mode, WANDB_MODES)}; "
             f"choose one of: {', '.join(WANDB_MODES)}"
         )
+    # `not in` does not narrow `mode` to the literals: `in` does
+    assert mode in WANDB_MODES
     global _credentials_found
     if mode == "online" and not _credentials_found:
         import wandb
@@ -117,7 +130,7 @@ class WandbSession:
         self.mode = check_wandb_mode(mode)
         self.name = name
         self.run_dir: Path | None = None
-        self._run = None
+        self._run: wandb.Run | None = None
         if mode == "disabled":
             return
         try:
@@ -126,7 +139,15 @@ class WandbSession:
         except Exception as error:  # W&B must never stop a run
             self._fail("start", error)
 
-    def _start(self, out_dir, group, name, config, project, tags):
+    def _start(
+        self,
+        out_dir: Path,
+        group: str,
+        name: str,
+        config: dict[str, Any],
+        project: str,
+        tags: Sequence[str],
+    ) -> wandb.Run:
         global _online_start_failure
         if self.mode == "online" and _online_start_failure:
             raise RuntimeError(f"an earlier online run could not start: {_online_start_failure}")
@@ -145,7 +166,7 @@ class WandbSession:
                 tags=list(tags),
                 config=config,
                 reinit="create_new",
-                settings=wandb.Settings(**_SETTINGS),
+                settings=_settings(),
             )
         except Exception as error:
             if self.mode == "online":
@@ -191,7 +212,7 @@ class WandbSession:
             return None
         return self.run_dir
 
-    def _artifact(self, run, files: list[Path]):
+    def _artifact(self, run: wandb.Run, files: list[Path]) -> wandb.Artifact:
         """Copies inside the run directory (added as immutable: wandb then stages nothing in the
         user's home), so an offline run stays complete even if the originals are rewritten."""
         import wandb
@@ -222,7 +243,12 @@ class WandbSession:
     def __enter__(self) -> WandbSession:
         return self
 
-    def __exit__(self, exc_type, exc, traceback) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.finish(exit_code=1 if exc_type is not None else 0)
 
 
@@ -243,7 +269,9 @@ def offline_sync_hint(out_dir: str | Path) -> str | None:
     )
 
 
-def experience_logger(session: WandbSession, test_sizes: list[int]):
+def experience_logger(
+    session: WandbSession, test_sizes: list[int]
+) -> Callable[[int, dict[str, Any]], None]:
     """`run_strategy`'s `on_experience` hook: an experience's accuracies (when it was evaluated)
     and costs to W&B."""
 
@@ -262,6 +290,6 @@ def experience_logger(session: WandbSession, test_sizes: list[int]):
     return log
 
 
-def seed_summary(seed_result) -> dict[str, float]:
+def seed_summary(seed_result: SeedResult) -> dict[str, float]:
     """A cell's final per-seed scalars for the W&B run summary."""
     return {key: getattr(seed_result, key) for key in SUMMARY_KEYS}

@@ -18,11 +18,13 @@ samples of every process, so the cost is the whole run's, counted once, on every
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
+from torch import nn
 
 from cycl_bench.pretrain.config import PretrainConfig
 from cycl_bench.quant.bits import FLOAT_GRAD_BITS
@@ -39,6 +41,7 @@ from cycl_bench.quant.schedules import ConstantSchedule, CosineCycleSchedule, Sc
 def schedule_for(config: PretrainConfig, total_steps: int) -> Schedule:
     """The weight/activation schedule of a pretraining run of `total_steps` steps."""
     if config.schedule == "cyclic":
+        assert config.closing_fraction is not None  # resolved by PretrainConfig's validator
         return CosineCycleSchedule(
             total_steps=total_steps,
             min_bits=config.min_bits,
@@ -48,6 +51,14 @@ def schedule_for(config: PretrainConfig, total_steps: int) -> Schedule:
             closing_bits=config.eval_bits,
         )
     return ConstantSchedule(config.eval_bits)
+
+
+def _backbone(pl_module: pl.LightningModule) -> nn.Module:
+    """The module's `backbone` (`BackboneClassifier`'s), the network whose precision is set."""
+    backbone = pl_module.backbone
+    if not isinstance(backbone, nn.Module):
+        raise TypeError(f"{type(pl_module).__name__}.backbone is not a module")
+    return backbone
 
 
 class CyclicPrecision(pl.Callback):
@@ -63,11 +74,11 @@ class CyclicPrecision(pl.Callback):
         self,
         make_schedule: Callable[[int], Schedule],
         *,
-        input_shape: tuple[int, int, int],
+        input_shape: tuple[int, ...],
         grad_bits: int = 8,
         eval_bits: int = 1,
         record_path: Path | None = None,
-    ):
+    ) -> None:
         self.make_schedule = make_schedule
         self.input_shape = tuple(input_shape)
         self.grad_bits = grad_bits
@@ -79,12 +90,16 @@ class CyclicPrecision(pl.Callback):
         self.cpt_cost: TrainingCost | None = None
         """the CPT/CycleBNN convention: binary layers at the scheduled bits"""
         self.applied: list[tuple[int, int, int, int]] = []
-        self._training_precision: tuple | None = None
-        self._restored: dict | None = None
+        self._training_precision: tuple[int, int, int] | None = None
+        self._restored: dict[str, Any] | None = None
 
     @classmethod
     def from_config(
-        cls, config: PretrainConfig, *, input_shape, record_path: Path | None = None
+        cls,
+        config: PretrainConfig,
+        *,
+        input_shape: tuple[int, ...],
+        record_path: Path | None = None,
     ) -> CyclicPrecision:
         return cls(
             partial(schedule_for, config),  # a partial pickles (ddp_spawn), a lambda does not
@@ -94,7 +109,7 @@ class CyclicPrecision(pl.Callback):
             record_path=record_path,
         )
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         """The applied bits and the training cost in both conventions (one FP32 reference:
         the same steps at 32 bits everywhere), as the pretraining sidecar stores them."""
         cost, cpt = self.cost, self.cpt_cost
@@ -114,7 +129,7 @@ class CyclicPrecision(pl.Callback):
 
     COUNTERS = ("total_bitops", "fp32_bitops", "steps", "samples")
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """The applied bits and both cost counters so far: a fit resumed from a checkpoint
         continues the schedule and the cost from where they were (`load_state_dict`)."""
         return {
@@ -125,7 +140,7 @@ class CyclicPrecision(pl.Callback):
             ),
         }
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Kept until the fit starts (Lightning restores callbacks before `on_train_start`)."""
         self._restored = dict(state_dict)
 
@@ -133,9 +148,9 @@ class CyclicPrecision(pl.Callback):
         # the schedule is a function of the fit's total steps and the global step, both of
         # which a resumed fit has as the uninterrupted one had them
         self.schedule = self.make_schedule(max(int(trainer.estimated_stepping_batches), 1))
-        self.cost = TrainingCost(pl_module.backbone, self.input_shape)
+        self.cost = TrainingCost(_backbone(pl_module), self.input_shape)
         self.cpt_cost = TrainingCost(
-            pl_module.backbone, self.input_shape, precision_of=scheduled_precision
+            _backbone(pl_module), self.input_shape, precision_of=scheduled_precision
         )
         self.applied = []
         restored, self._restored = self._restored, None
@@ -148,15 +163,27 @@ class CyclicPrecision(pl.Callback):
                 for key, value in (counters or {}).items():
                     setattr(cost, key, value)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        assert self.schedule is not None  # made by `on_train_start`
         bits = self.schedule(trainer.global_step)
-        set_precision(pl_module.backbone, weight_bits=bits, act_bits=bits, grad_bits=self.grad_bits)
-        self.applied.append((trainer.global_step, *get_precision(pl_module.backbone)))
+        backbone = _backbone(pl_module)
+        set_precision(backbone, weight_bits=bits, act_bits=bits, grad_bits=self.grad_bits)
+        self.applied.append((trainer.global_step, *get_precision(backbone)))
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Sequence[Any],
+        batch_idx: int,
+    ) -> None:
         # Lightning's DistributedSampler gives every process as many samples (padding with
         # repeats), cut into the same batches: the step trained world_size times this batch
         samples = len(batch[1]) * trainer.world_size
+        assert self.cost is not None and self.cpt_cost is not None  # made by `on_train_start`
         self.cost.step(batch_size=samples)
         self.cpt_cost.step(batch_size=samples)
         _, weight_bits, act_bits, _ = self.applied[-1]
@@ -170,11 +197,11 @@ class CyclicPrecision(pl.Callback):
         }
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Leave the model at the deployment precision, the one that gets saved, with float
         gradients: the gradient quantization belongs to this schedule, not to the model."""
         set_precision(
-            pl_module.backbone,
+            _backbone(pl_module),
             weight_bits=self.eval_bits,
             act_bits=self.eval_bits,
             grad_bits=FLOAT_GRAD_BITS,
@@ -182,26 +209,27 @@ class CyclicPrecision(pl.Callback):
         if self.record_path is not None and trainer.is_global_zero:
             Path(self.record_path).write_text(json.dumps(self.record()))
 
-    def _evaluate_at_deployment_precision(self, pl_module) -> None:
-        self._training_precision = get_precision(pl_module.backbone)
-        set_precision(pl_module.backbone, weight_bits=self.eval_bits, act_bits=self.eval_bits)
+    def _evaluate_at_deployment_precision(self, pl_module: pl.LightningModule) -> None:
+        backbone = _backbone(pl_module)
+        self._training_precision = get_precision(backbone)
+        set_precision(backbone, weight_bits=self.eval_bits, act_bits=self.eval_bits)
 
-    def _restore(self, pl_module) -> None:
-        if not switchable_layers(pl_module.backbone):
+    def _restore(self, pl_module: pl.LightningModule) -> None:
+        backbone = _backbone(pl_module)
+        if not switchable_layers(backbone):
             return  # a float reference: nothing was changed, (32, 32, 32) is not settable
+        assert self._training_precision is not None  # read when the evaluation started
         weight_bits, act_bits, grad_bits = self._training_precision
-        set_precision(
-            pl_module.backbone, weight_bits=weight_bits, act_bits=act_bits, grad_bits=grad_bits
-        )
+        set_precision(backbone, weight_bits=weight_bits, act_bits=act_bits, grad_bits=grad_bits)
 
-    def on_validation_start(self, trainer, pl_module) -> None:
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluate_at_deployment_precision(pl_module)
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore(pl_module)
 
-    def on_test_start(self, trainer, pl_module) -> None:
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluate_at_deployment_precision(pl_module)
 
-    def on_test_end(self, trainer, pl_module) -> None:
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore(pl_module)

@@ -7,12 +7,12 @@ batch 50). Experiment configs embed this model as their `pretrain` section.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from cycl_bench.errors import UserError
-from cycl_bench.params import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES
+from cycl_bench.params import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_PROCESSES
 from cycl_bench.quant.bits import check_bits, check_grad_bits
 
 CPT_CLOSING_FRACTION = 0.1
@@ -59,9 +59,17 @@ class PretrainConfig(BaseModel):
     re-runs the command for every other process: the `pretrain` command only), ddp_spawn or
     ddp_fork."""
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _a_bool_is_no_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """`epochs: true` would train 1 epoch (pydantic reads True as 1): refused, as in Params."""
+        if isinstance(value, bool):
+            raise ValueError("a bool where a number or a name is expected")
+        return value
+
     @field_validator("min_bits", "max_bits", "eval_bits")
     @classmethod
-    def _bits_in_range(cls, bits: int, info) -> int:
+    def _bits_in_range(cls, bits: int, info: ValidationInfo) -> int:
         return check_bits(f"pretrain {info.field_name}", bits)
 
     @field_validator("grad_bits")
@@ -78,7 +86,8 @@ class PretrainConfig(BaseModel):
         "synthetic_images_per_class",
     )
     @classmethod
-    def _positive(cls, value: int, info) -> int:
+    def _positive(cls, value: int, info: ValidationInfo) -> int:
+        assert info.field_name is not None  # a field validator always validates a field
         if value < 1:
             raise UserError(f"pretrain {info.field_name}={value} must be at least 1")
         top = {"batch_size": MAX_BATCH}.get(info.field_name, MAX_EPOCHS)
@@ -90,7 +99,7 @@ class PretrainConfig(BaseModel):
 
     @field_validator("lr", "weight_decay")
     @classmethod
-    def _not_negative(cls, value: float, info) -> float:
+    def _not_negative(cls, value: float, info: ValidationInfo) -> float:
         if value < 0 or (info.field_name == "lr" and value == 0):
             raise UserError(f"pretrain {info.field_name}={value} must be positive")
         return value
@@ -98,15 +107,15 @@ class PretrainConfig(BaseModel):
     @field_validator("num_workers")
     @classmethod
     def _workers(cls, value: int) -> int:
-        if value < 0:
-            raise UserError(f"pretrain num_workers={value} must be 0 or more")
+        if not 0 <= value <= MAX_PROCESSES:
+            raise UserError(f"pretrain num_workers={value} must be from 0 to {MAX_PROCESSES}")
         return value
 
     @field_validator("devices")
     @classmethod
     def _devices(cls, value: int) -> int:
-        if value < 1:
-            raise UserError(f"pretrain devices={value} must be at least 1")
+        if not 1 <= value <= MAX_PROCESSES:
+            raise UserError(f"pretrain devices={value} must be from 1 to {MAX_PROCESSES}")
         return value
 
     @field_validator("strategy")

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from cycl_bench.data.base import Stream
+from cycl_bench.data.base import Stream, dataset_size
+from cycl_bench.data.folder import check_images, load_rgb
 from cycl_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cycl_bench.errors import UserError, suggest
 from cycl_bench.pretrain.config import PretrainConfig
@@ -59,7 +60,7 @@ class NormalizedImages(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index].float().div_(255.0)
         return (image - self.mean) / self.std, self.targets[index]
 
@@ -69,7 +70,7 @@ def labels_of(dataset: Dataset) -> list[int]:
     targets = getattr(dataset, "targets", None)
     if targets is not None:
         return [int(t) for t in targets]
-    return [int(dataset[i][1]) for i in range(len(dataset))]
+    return [int(dataset[i][1]) for i in range(dataset_size(dataset))]
 
 
 def restrict_to_classes(views: list[Dataset], classes: set[int]) -> Dataset:
@@ -157,9 +158,9 @@ def image_folder(path: Path, stream: Stream, *, seed: int) -> PretrainingData:
     train_root = root / "train" if split else root
     classes = _class_folders(train_root)
     try:
-        train = ImageFolder(str(train_root), transform=transform)
+        train = ImageFolder(str(train_root), transform=transform, loader=load_rgb)
         if split:
-            val = ImageFolder(str(root / "val"), transform=transform)
+            val = ImageFolder(str(root / "val"), transform=transform, loader=load_rgb)
         else:
             val = None
     except (FileNotFoundError, RuntimeError) as error:
@@ -167,6 +168,8 @@ def image_folder(path: Path, stream: Stream, *, seed: int) -> PretrainingData:
             f"no images found for pretraining in {root} ({error}); expected "
             f"{root}/train/<class>/* and {root}/val/<class>/*, or {root}/<class>/*"
         ) from None
+    # every file's header read now: a bad image is named before training, not in a worker
+    check_images([Path(file) for file, _ in train.samples + (val.samples if val else [])])
     if split and val.classes != train.classes:
         raise UserError(
             f"{root}/val has other classes than {root}/train; give both the same class folders"

@@ -7,10 +7,12 @@ Under DDP the epoch metrics are global: the accuracy metrics gather every proces
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
@@ -33,7 +35,7 @@ class BackboneClassifier(pl.LightningModule):
         lr: float,
         weight_decay: float,
         registered: tuple[str, dict[str, Any]] | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.registered = registered
@@ -56,6 +58,7 @@ class BackboneClassifier(pl.LightningModule):
         backbone_state = state.pop("_backbone_state", None)
         super().__setstate__(state)
         if backbone_state is not None:
+            assert self.registered is not None  # `__getstate__` sends a registered backbone only
             name, kwargs = self.registered
             backbone = BACKBONES.build(name, **kwargs)
             backbone.load_state_dict(backbone_state)
@@ -64,7 +67,9 @@ class BackboneClassifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
-    def _loss(self, batch, accuracy: MulticlassAccuracy, stage: str) -> torch.Tensor:
+    def _loss(
+        self, batch: Sequence[torch.Tensor], accuracy: MulticlassAccuracy, stage: str
+    ) -> torch.Tensor:
         # Avalanche items are (x, y, task); plain datasets (x, y)
         x, y = batch[0], batch[1]
         logits = self(x)
@@ -89,16 +94,16 @@ class BackboneClassifier(pl.LightningModule):
         )
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._loss(batch, self.train_accuracy, "train")
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._loss(batch, self.val_accuracy, "val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._loss(batch, self.test_accuracy, "test")
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)

@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 import torch.multiprocessing
 from lightning_fabric.accelerators.cuda import num_cuda_devices
 from pytorch_lightning.loggers import CSVLogger
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from cycl_bench import __version__
 from cycl_bench.data.base import Stream
@@ -26,7 +27,7 @@ from cycl_bench.evaluation.plots import plot_precision_schedule
 from cycl_bench.pretrain import cache
 from cycl_bench.pretrain.callback import CyclicPrecision
 from cycl_bench.pretrain.config import PretrainConfig
-from cycl_bench.pretrain.data import pretraining_data
+from cycl_bench.pretrain.data import PretrainingData, pretraining_data
 from cycl_bench.pretrain.module import BackboneClassifier
 from cycl_bench.quant.bits import FLOAT_GRAD_BITS
 from cycl_bench.quant.precision import set_precision
@@ -170,7 +171,9 @@ def _publish(folder: Path, record: dict, out_dir: Path, *, from_cache: bool) -> 
     )
 
 
-def _loader(dataset, config: PretrainConfig, *, shuffle: bool, seed: int) -> DataLoader:
+def _loader(
+    dataset: Dataset[Any], config: PretrainConfig, *, shuffle: bool, seed: int
+) -> DataLoader[Any]:
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -216,10 +219,10 @@ def trainer_launch(config: PretrainConfig, device: str, *, rerunnable: bool) -> 
 
 
 def _train(
-    config,
-    backbone,
-    kwargs,
-    data,
+    config: PretrainConfig,
+    backbone: str,
+    kwargs: dict[str, Any],
+    data: PretrainingData,
     *,
     seed: int,
     fast: bool,
@@ -227,7 +230,7 @@ def _train(
     accelerator: str = "cpu",
     devices: int | list[int] = 1,
     strategy: str = "auto",
-) -> dict | None:
+) -> dict[str, Any] | None:
     """One Lightning run into `folder`; returns the numbers for the sidecar (None in a process
     other than the first of a DDP run: it writes nothing)."""
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -244,9 +247,6 @@ def _train(
         config, input_shape=_input_shape(data.train), record_path=record_path
     )
     on_terminal = sys.stderr.isatty()
-    limits = {}
-    if fast:
-        limits = {"limit_train_batches": FAST_TRAIN_BATCHES, "limit_val_batches": FAST_VAL_BATCHES}
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     trainer = pl.Trainer(
@@ -263,7 +263,9 @@ def _train(
         num_sanity_val_steps=0,
         log_every_n_steps=1,
         default_root_dir=folder,
-        **limits,
+        # None: Lightning's default, every batch
+        limit_train_batches=FAST_TRAIN_BATCHES if fast else None,
+        limit_val_batches=FAST_VAL_BATCHES if fast else None,
     )
     train_loader = _loader(data.train, config, shuffle=True, seed=seed)
     val_loader = _loader(data.val, config, shuffle=False, seed=seed)
@@ -310,7 +312,7 @@ def _train(
 
 
 @contextmanager
-def _spawn_sharing(strategy: str):
+def _spawn_sharing(strategy: str) -> Iterator[None]:
     """ddp_spawn hands the data sets' tensors to its workers through shared memory; torch's
     default way (file descriptors) failed here ("unable to resize file"), its file_system way
     works. Restored afterwards: it is process-wide."""
@@ -325,5 +327,5 @@ def _spawn_sharing(strategy: str):
         torch.multiprocessing.set_sharing_strategy(previous)
 
 
-def _input_shape(dataset) -> tuple[int, ...]:
+def _input_shape(dataset: Dataset[Any]) -> tuple[int, ...]:
     return tuple(dataset[0][0].shape)

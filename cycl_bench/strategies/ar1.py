@@ -30,7 +30,7 @@ Renormalization with the reference's incremental settings (momentum 5e-5, r_max 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeGuard, get_args
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -40,7 +40,7 @@ from torch import nn
 
 from cycl_bench.errors import UserError
 from cycl_bench.params import MAX_BATCH, MAX_EPOCHS, MAX_MEMORY, GradBits
-from cycl_bench.quant.gradquant import ROUNDING_MODES
+from cycl_bench.quant.gradquant import Rounding
 from cycl_bench.quant.precision import set_precision
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.base import (
@@ -59,16 +59,22 @@ from cycl_bench.strategies.latent_replay import (
     resolve_latent_bits,
 )
 from cycl_bench.strategies.protocol import (
-    OPTIMIZERS,
     BatchNormRecalibration,
     ExperienceProtocol,
+    Optimizer,
     TrainingProtocol,
     make_optimizer,
     quiet_evaluator,
 )
 
+if TYPE_CHECKING:  # models and strategies are one layer: the contract, not the import
+    from avalanche.training.templates import SupervisedTemplate
+
+    from cycl_bench.models.common import Backbone
+
 EVAL_BATCH_SIZE = 256
-BATCHNORM_MODES = ("frozen", "recalibrate", "renorm")
+BatchNormMode = Literal["frozen", "recalibrate", "renorm"]
+BATCHNORM_MODES: tuple[BatchNormMode, ...] = get_args(BatchNormMode)
 # ar1-pytorch params.cfg (2020-05-06): Batch Renormalization after the first batch
 RENORM_MOMENTUM = 5e-5
 RENORM_R_MAX = 1.25
@@ -87,7 +93,7 @@ class LatentReplayParams(ProtocolParams):
     latent_bits: LatentBits = 32
     """bits per stored activation value: 1 (sign; only where the latent layer reads only
     signs), 8 (int8 with one power-of-two step), 32 (float), auto (1 where possible, else 8)"""
-    batchnorm: Literal[BATCHNORM_MODES] = "frozen"
+    batchnorm: BatchNormMode = "frozen"
     """BatchNorm above the latent layer after the first experience: frozen statistics, statistics
     recomputed per experience, or Batch Renormalization (measured: docs/strategies.md)"""
 
@@ -114,7 +120,7 @@ class Ar1StarParams(LatentReplayParams):
     # momentum 0.9 and weight decay (l2) 0.0005; inc_lr 0.001 (the 2020-04-09 params.cfg)
     batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     """training minibatch (ar1-pytorch and Avalanche: 128)"""
-    optimizer: Literal[OPTIMIZERS] = "sgd"
+    optimizer: Optimizer = "sgd"
     """optimizer of every later experience (the reference's SGD)"""
     lr: float = Field(0.001, gt=0)
     """learning rate of the later experiences: the reference's inc_lr of ar1-pytorch's
@@ -166,7 +172,7 @@ class HqCwrStarLrParams(LatentReplayParams):
     above the latent layer (the paper's q_b)"""
     head_bits: int = Field(8, ge=2, le=16)
     """bits of the head's features, weights, softmax output and error signal"""
-    rounding: Literal[ROUNDING_MODES] = "nearest"
+    rounding: Rounding = "nearest"
     """rounding of the head's error signal and stored weights (stochastic: a variant)"""
 
 
@@ -182,6 +188,10 @@ class BatchRenorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
+        # made from a BatchNorm2d with running statistics by `UpperBatchNorm`, which sets the
+        # momentum (the suite's recalibration pass never runs on a renormalized layer)
+        assert self.running_mean is not None and self.running_var is not None
+        assert self.momentum is not None
         dims = (0, 2, 3)
         mean = x.mean(dims)
         var = x.var(dims, unbiased=False)
@@ -204,12 +214,12 @@ class UpperBatchNorm(BatchNormRecalibration):
     buffers and hooks stay, so the optimizer and the state dict see the same tensors);
     `recalibrate`, training mode and the suite's pass after every experience."""
 
-    def __init__(self, upper: nn.Module, mode: str):
+    def __init__(self, upper: nn.Module, mode: str) -> None:
         super().__init__()
         self.upper = upper
         self.mode = mode
 
-    def before_training_exp(self, strategy, **kwargs):
+    def before_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         if strategy.clock.train_exp_counter == 0:
             return
         for module in self.upper.modules():
@@ -221,7 +231,7 @@ class UpperBatchNorm(BatchNormRecalibration):
                 module.__class__ = BatchRenorm2d
                 module.momentum = RENORM_MOMENTUM
 
-    def after_training_exp(self, strategy, **kwargs):
+    def after_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         if strategy.clock.train_exp_counter == 0 or self.mode == "recalibrate":
             super().after_training_exp(strategy, **kwargs)
         else:
@@ -233,27 +243,31 @@ class QuantizedBackprop(SupervisedPlugin):
     `grad_bits` (the lower ones are frozen: no gradient reaches them, and one width for all
     keeps the model's precision readable in one piece)."""
 
-    def __init__(self, model: nn.Module, grad_bits: int):
+    def __init__(self, model: nn.Module, grad_bits: int) -> None:
         super().__init__()
         self.model = model
         self.grad_bits = grad_bits
 
-    def before_training_exp(self, strategy, **kwargs):
+    def before_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         if strategy.clock.train_exp_counter > 0:
             set_precision(self.model, grad_bits=self.grad_bits)
+
+
+def _has_latent_cut(model: nn.Module) -> TypeGuard[Backbone]:
+    return callable(getattr(model, "split", None))  # the Backbone contract's latent cut
 
 
 def _latent_replay_strategy(
     name: str,
     model: nn.Module,
     params: LatentReplayParams,
-    device,
+    device: str | torch.device,
     *,
     freeze_from: int,
     si_lambda: float = 0.0,
-    **head,
+    **head: Any,
 ) -> ContinualStrategy:
-    if not callable(getattr(model, "split", None)):  # the Backbone contract's latent cut
+    if not _has_latent_cut(model):
         raise UserError(f"{name} needs a cycl_bench backbone (it cuts it at a latent layer)")
     protocol: TrainingProtocol = params.protocol()
     head_layer(model)
@@ -326,7 +340,13 @@ def _latent_replay_strategy(
 
 
 @STRATEGIES.register("ar1_star", params=Ar1StarParams)
-def ar1_star(*, model, params: Ar1StarParams, device="cpu", deterministic_inputs=True):
+def ar1_star(
+    *,
+    model: nn.Module,
+    params: Ar1StarParams,
+    device: str | torch.device = "cpu",
+    deterministic_inputs: bool = True,
+) -> ContinualStrategy:
     """AR1* with latent replay: frozen layers below the latent layer, CWR* head, replayed
     latent activations joined to every minibatch after the first experience."""
     return _latent_replay_strategy(
@@ -335,7 +355,13 @@ def ar1_star(*, model, params: Ar1StarParams, device="cpu", deterministic_inputs
 
 
 @STRATEGIES.register("hq_cwr_star_lr", params=HqCwrStarLrParams)
-def hq_cwr_star_lr(*, model, params: HqCwrStarLrParams, device="cpu", deterministic_inputs=True):
+def hq_cwr_star_lr(
+    *,
+    model: nn.Module,
+    params: HqCwrStarLrParams,
+    device: str | torch.device = "cpu",
+    deterministic_inputs: bool = True,
+) -> ContinualStrategy:
     """Hybrid-quantized CWR* with 1-bit latent replay and quantized backpropagation above the
     latent layer."""
     return _latent_replay_strategy(

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import torch
 from avalanche.training.templates import SupervisedTemplate
 from pydantic import Field
 from torch import nn
@@ -24,7 +25,7 @@ from cycl_bench.quant.precision import LayerPrecision, get_precision
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.latent_cache import LatentCache
 from cycl_bench.strategies.latent_replay import LatentReplay
-from cycl_bench.strategies.protocol import OPTIMIZERS, TrainingProtocol
+from cycl_bench.strategies.protocol import Optimizer, TrainingProtocol
 
 HEAD_LAYER = "classifier"
 ExtraCost = Literal["teacher_forward", "importance_pass", "calibration_pass"]
@@ -93,7 +94,7 @@ class ContinualStrategy:
             grad_bits = self.head_precision.grad_bits
         return weight_bits, act_bits, grad_bits
 
-    def train(self, experience) -> None:
+    def train(self, experience: Any) -> None:
         """Train on one experience (no evaluation inside Avalanche: the loop evaluates).
 
         Avalanche's deprecation notices force themselves past warning filters: they are
@@ -114,13 +115,13 @@ class ProtocolParams(Params):
 
     batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     """training minibatch"""
-    first_optimizer: Literal[OPTIMIZERS] = "sgd"
+    first_optimizer: Optimizer = "sgd"
     """optimizer of the first experience"""
     first_lr: float = Field(0.001, gt=0)
     """learning rate of the first experience"""
     first_epochs: int = Field(4, ge=1, le=MAX_EPOCHS)
     """epochs of the first experience"""
-    optimizer: Literal[OPTIMIZERS] = "sgd"
+    optimizer: Optimizer = "sgd"
     """optimizer of every later experience (a fresh one each time: momentum reset)"""
     lr: float = Field(0.001, gt=0)
     """learning rate of the later experiences"""
@@ -178,7 +179,7 @@ def build_strategy(
     *,
     model: nn.Module,
     params: Mapping[str, Any] | None = None,
-    device="cpu",
+    device: str | torch.device = "cpu",
     deterministic_inputs: bool = True,
 ) -> ContinualStrategy:
     """Validate `params` against the strategy's declaration and build it on `model`.

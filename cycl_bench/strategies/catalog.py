@@ -12,9 +12,11 @@ results file; our own additions are variants: strategy entries with a parameter 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
+from avalanche.core import SupervisedPlugin
 from avalanche.training import EWC, Cumulative, LwF, Naive, Replay
 from avalanche.training.plugins import EWCPlugin
 from avalanche.training.templates import SupervisedTemplate
@@ -22,7 +24,7 @@ from pydantic import Field
 from torch import nn
 
 from cycl_bench.params import MAX_MEMORY, GradBits
-from cycl_bench.quant.gradquant import ROUNDING_MODES
+from cycl_bench.quant.gradquant import Rounding
 from cycl_bench.registry import STRATEGIES
 from cycl_bench.strategies.base import (
     HEAD_LAYER,
@@ -32,7 +34,7 @@ from cycl_bench.strategies.base import (
     head_layer,
 )
 from cycl_bench.strategies.hq_cwr import CWRStarHeadPlugin
-from cycl_bench.strategies.latent_cache import LatentCache, LatentCacheForward
+from cycl_bench.strategies.latent_cache import FeatureCodec, LatentCache, LatentCacheForward
 from cycl_bench.strategies.protocol import (
     BatchNormRecalibration,
     ExperienceProtocol,
@@ -42,10 +44,18 @@ from cycl_bench.strategies.protocol import (
     quiet_evaluator,
 )
 
+if TYPE_CHECKING:  # models and strategies are one layer: the contract, not the import
+    from cycl_bench.models.common import Backbone
+
 EVAL_BATCH_SIZE = 256
 
 
-def _template_arguments(model, protocol: TrainingProtocol, device, plugins=()) -> dict:
+def _template_arguments(
+    model: nn.Module,
+    protocol: TrainingProtocol,
+    device: str | torch.device,
+    plugins: Iterable[SupervisedPlugin] = (),
+) -> dict[str, Any]:
     return {
         "model": model,
         # replaced before every experience by `ExperienceProtocol`
@@ -116,21 +126,39 @@ class LwfParams(WholeNetworkParams):
 
 
 @STRATEGIES.register("naive", params=WholeNetworkParams)
-def naive(*, model, params: WholeNetworkParams, device="cpu", deterministic_inputs=True):
+def naive(
+    *,
+    model: nn.Module,
+    params: WholeNetworkParams,
+    device: str | torch.device = "cpu",
+    deterministic_inputs: bool = True,
+) -> ContinualStrategy:
     """Fine-tunes the whole network on each experience in turn (lower bound)."""
     template = Naive(**_template_arguments(model, params.protocol(), device))
     return ContinualStrategy("naive", template, model, {})
 
 
 @STRATEGIES.register("cumulative", params=WholeNetworkParams)
-def cumulative(*, model, params: WholeNetworkParams, device="cpu", deterministic_inputs=True):
+def cumulative(
+    *,
+    model: nn.Module,
+    params: WholeNetworkParams,
+    device: str | torch.device = "cpu",
+    deterministic_inputs: bool = True,
+) -> ContinualStrategy:
     """Trains on all data seen so far at every experience (upper bound)."""
     template = Cumulative(**_template_arguments(model, params.protocol(), device))
     return ContinualStrategy("cumulative", template, model, {})
 
 
 @STRATEGIES.register("ewc", params=EwcParams)
-def ewc(*, model, params: EwcParams, device="cpu", deterministic_inputs=True):
+def ewc(
+    *,
+    model: nn.Module,
+    params: EwcParams,
+    device: str | torch.device = "cpu",
+    deterministic_inputs: bool = True,
+) -> ContinualStrategy:
     """Elastic Weight Consolidation: a quadratic penalty on weights that mattered before."""
     arguments = _template_arguments(model, params.protocol(), device)
     if params.fisher_clip is None:
@@ -150,19 +178,25 @@ class ClippedFisherEWC(EWCPlugin):
     network's straight-through gradients give latent weights Fisher values of 30 and more.
     """
 
-    def __init__(self, ewc_lambda: float, clip: float):
+    def __init__(self, ewc_lambda: float, clip: float) -> None:
         super().__init__(ewc_lambda, mode="online", decay_factor=1.0)
         self.clip = clip
 
     @torch.no_grad()
-    def update_importances(self, importances, t: int):
+    def update_importances(self, importances: dict[str, Any], t: int) -> None:
         super().update_importances(importances, t)
         for importance in self.importances[t].values():
             importance.data.clamp_(max=self.clip)
 
 
 @STRATEGIES.register("replay", params=ReplayParams)
-def replay(*, model, params: ReplayParams, device="cpu", deterministic_inputs=True):
+def replay(
+    *,
+    model: nn.Module,
+    params: ReplayParams,
+    device: str | torch.device = "cpu",
+    deterministic_inputs: bool = True,
+) -> ContinualStrategy:
     """Experience replay from a memory of past samples, an equal share per experience."""
     template = Replay(
         mem_size=params.mem_size, **_template_arguments(model, params.protocol(), device)
@@ -171,7 +205,13 @@ def replay(*, model, params: ReplayParams, device="cpu", deterministic_inputs=Tr
 
 
 @STRATEGIES.register("lwf", params=LwfParams)
-def lwf(*, model, params: LwfParams, device="cpu", deterministic_inputs=True):
+def lwf(
+    *,
+    model: nn.Module,
+    params: LwfParams,
+    device: str | torch.device = "cpu",
+    deterministic_inputs: bool = True,
+) -> ContinualStrategy:
     """Learning without Forgetting: distillation from the previous model's outputs."""
     template = LwF(
         alpha=params.alpha,
@@ -227,14 +267,22 @@ class HqCwrStarParams(CwrStarParams):
     """bits of the stored head weights after the fixed-point update"""
     head_bits: int = Field(8, ge=2, le=16)
     """bits of the features, head weights, softmax output and error signal"""
-    rounding: Literal[ROUNDING_MODES] = "nearest"
+    rounding: Rounding = "nearest"
     """rounding of the error signal and the stored head weights (stochastic: a variant)"""
     storage_grid: Literal["min_max", "power_of_two"] = "min_max"
     """grid of the weight gradient and stored weights: min_max (each tensor's own range, the
     authors' code) or power_of_two (a fixed grid calibrated after the first experience)"""
 
 
-def _latent_cache(enabled, deterministic_inputs, model, head, codec, device, batch_size):
+def _latent_cache(
+    enabled: bool,
+    deterministic_inputs: bool,
+    model: Backbone,
+    head: nn.Module,
+    codec: Callable[[], FeatureCodec],
+    device: str | torch.device,
+    batch_size: int,
+) -> LatentCache | None:
     """Encoding at the training batch size keeps the peak memory of training unchanged."""
     if not (enabled and deterministic_inputs):
         return None
@@ -242,7 +290,12 @@ def _latent_cache(enabled, deterministic_inputs, model, head, codec, device, bat
 
 
 def _cwr_family(
-    name, model, device, deterministic_inputs, params: CwrStarParams, **head
+    name: str,
+    model: Backbone,
+    device: str | torch.device,
+    deterministic_inputs: bool,
+    params: CwrStarParams,
+    **head: Any,
 ) -> ContinualStrategy:
     protocol = params.protocol()
     layer = head_layer(model)
@@ -285,13 +338,25 @@ def _cwr_family(
 
 
 @STRATEGIES.register("cwr_star", params=CwrStarParams)
-def cwr_star(*, model, params: CwrStarParams, device="cpu", deterministic_inputs=True):
+def cwr_star(
+    *,
+    model: Backbone,
+    params: CwrStarParams,
+    device: str | torch.device = "cpu",
+    deterministic_inputs: bool = True,
+) -> ContinualStrategy:
     """CWR*: frozen backbone after the first experience, head rows consolidated per class."""
     return _cwr_family("cwr_star", model, device, deterministic_inputs, params)
 
 
 @STRATEGIES.register("hq_cwr_star", params=HqCwrStarParams)
-def hq_cwr_star(*, model, params: HqCwrStarParams, device="cpu", deterministic_inputs=True):
+def hq_cwr_star(
+    *,
+    model: Backbone,
+    params: HqCwrStarParams,
+    device: str | torch.device = "cpu",
+    deterministic_inputs: bool = True,
+) -> ContinualStrategy:
     """Hybrid-quantized CWR*: 1-bit backbone, fixed-point head updates at grad_bits."""
     return _cwr_family(
         "hq_cwr_star",

@@ -38,6 +38,7 @@ The consolidated rows are stored rounded to the b-bit grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from torch import nn
 from cycl_bench.quant.bits import FLOAT_GRAD_BITS
 from cycl_bench.quant.gradquant import power_of_two_scale, quantize_fixed_point, quantize_min_max
 from cycl_bench.strategies.latent_cache import FeatureCodec, encode_dataset
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
 
 WEIGHT_HEADROOM = 2.0
 
@@ -136,9 +140,9 @@ class CWRStarHeadPlugin(CWRStarPlugin):
         rounding: str = "nearest",
         storage_grid: str = "min_max",
         equal_row_norms: bool = False,
-        device="cpu",
+        device: str | torch.device = "cpu",
         freeze_remaining_model: bool = True,
-    ):
+    ) -> None:
         # freeze_remaining_model=False: AR1* trains the layers above its latent layer too
         super().__init__(model, cwr_layer_name, freeze_remaining_model=freeze_remaining_model)
         self.head = super().get_cwr_layer()
@@ -186,19 +190,21 @@ class CWRStarHeadPlugin(CWRStarPlugin):
         for parameter in self.head.parameters():
             parameter.requires_grad = True
 
-    def _capture_head_input(self, module, inputs):
+    def _capture_head_input(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         if torch.is_grad_enabled():
             self._head_input = inputs[0].detach()
 
     # -- the head update ---------------------------------------------------------------------
 
-    def before_training_exp(self, strategy, **kwargs):
+    def before_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         super().before_training_exp(strategy, **kwargs)
         self._velocity = None
 
-    def before_update(self, strategy, **kwargs):
+    def before_update(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         if not self.quantized or strategy.clock.train_exp_counter == 0:
             return
+        # the first experience calibrated the scales; this step's forward captured the input
+        assert self.scales is not None and self._head_input is not None
         head = self.head
         if self._velocity is None:
             self._velocity = torch.zeros_like(head.weight)
@@ -237,19 +243,20 @@ class CWRStarHeadPlugin(CWRStarPlugin):
             if norm > 0:
                 saved[c] = (saved[c] * (self.row_norm / norm)).astype(saved[c].dtype)
 
-    def after_training_exp(self, strategy, **kwargs):
+    def after_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         if not self.quantized:
             super().after_training_exp(strategy, **kwargs)
             return
         if self.scales is None:
             self._feature_scale = self._calibrate_features(strategy)
-        self.consolidate_weights()
-        if self.scales is None:
+            self.consolidate_weights()
             self.scales = self._calibrate_weights(self._feature_scale)
+        else:
+            self.consolidate_weights()
         self._round_saved_rows()
         self.set_consolidate_weights()
 
-    def _calibrate_features(self, strategy) -> float:
+    def _calibrate_features(self, strategy: SupervisedTemplate) -> float:
         dataset = strategy.experience.dataset.train()
         features = encode_dataset(self.model, dataset, FeatureCodec(), self.device)
         return float(power_of_two_scale(features, self.head_bits))
@@ -272,6 +279,7 @@ class CWRStarHeadPlugin(CWRStarPlugin):
         if self.storage_grid == "min_max":
             stored = quantize_min_max(rows, self.grad_bits, "nearest")
         else:
+            assert self.scales is not None  # calibrated before the first rows are stored
             stored = quantize_fixed_point(rows, self.grad_bits, "nearest", self.scales.stored)
         for label, row in zip(labels, stored.numpy(), strict=True):
             saved[label] = row

@@ -13,13 +13,22 @@ the cache gives the same result as training through the backbone.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from avalanche.benchmarks.utils import AvalancheDataset, DataAttribute
 from avalanche.core import SupervisedPlugin
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from cycl_bench.strategies.protocol import TemplateMixinBase
+
+if TYPE_CHECKING:  # models and strategies are one layer: the contract, not the import
+    from avalanche.training.templates import SupervisedTemplate
+
+    from cycl_bench.models.common import Backbone
 
 
 @dataclass(frozen=True)
@@ -35,20 +44,25 @@ class FeatureCodec:
             return torch.float32
         return torch.int8 if self.bits <= 8 else torch.int16 if self.bits <= 16 else torch.int32
 
+    def _scale(self) -> float:
+        if self.scale is None:
+            raise ValueError(f"a {self.bits}-bit feature codec needs a scale")
+        return self.scale
+
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         if self.bits is None:
             return features.float()
         largest_level = 2 ** (self.bits - 1) - 1
-        levels = torch.round(features / self.scale).clamp_(-largest_level, largest_level)
+        levels = torch.round(features / self._scale()).clamp_(-largest_level, largest_level)
         return levels.to(self.dtype)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         if self.bits is None:
             return codes
-        return codes.float() * self.scale
+        return codes.float() * self._scale()
 
 
-def cpu_rng_untouched():
+def cpu_rng_untouched() -> AbstractContextManager[None]:
     """Run a block without moving the global torch RNG (the training shuffle order stays put)."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     return torch.random.fork_rng(devices=devices)
@@ -56,7 +70,11 @@ def cpu_rng_untouched():
 
 @torch.no_grad()
 def encode_dataset(
-    model: nn.Module, dataset, codec: FeatureCodec, device, batch_size: int = 256
+    model: Backbone,
+    dataset: Dataset[Any],
+    codec: FeatureCodec,
+    device: str | torch.device,
+    batch_size: int = 256,
 ) -> torch.Tensor:
     """`model.features` of every sample of `dataset`, in dataset order, encoded by `codec`."""
     modes = {name: module.training for name, module in model.named_modules()}
@@ -75,7 +93,7 @@ def encode_dataset(
     return torch.cat(chunks)
 
 
-def cached_dataset(codes: torch.Tensor, original) -> AvalancheDataset:
+def cached_dataset(codes: torch.Tensor, original: AvalancheDataset) -> AvalancheDataset:
     """An Avalanche dataset of (code, target, task label) with the original's targets and tasks,
     so Avalanche's loaders split and shuffle it exactly like the original."""
     targets = torch.as_tensor(list(original.targets), dtype=torch.long)
@@ -98,13 +116,13 @@ class LatentCache(SupervisedPlugin):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Backbone,
         head: nn.Module,
         codec_for_experience: Callable[[], FeatureCodec],
         *,
-        device="cpu",
+        device: str | torch.device = "cpu",
         batch_size: int = 256,
-    ):
+    ) -> None:
         super().__init__()
         self.model = model
         self.head = head
@@ -116,7 +134,7 @@ class LatentCache(SupervisedPlugin):
         self.encoded_samples = 0
         self.cache_bytes = 0
 
-    def after_train_dataset_adaptation(self, strategy, **kwargs):
+    def after_train_dataset_adaptation(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         self.active = False
         self.encoded_samples = 0
         self.cache_bytes = 0
@@ -138,12 +156,12 @@ class LatentCache(SupervisedPlugin):
         return self.head(self.codec.decode(codes))
 
 
-class LatentCacheForward:
+class LatentCacheForward(TemplateMixinBase):
     """Strategy mixin: while training on cached features, the forward pass is the head alone."""
 
     latent_cache: LatentCache | None = None
 
-    def forward(self):
+    def forward(self) -> torch.Tensor:
         cache = self.latent_cache
         if cache is not None and cache.active and self.is_training:
             return cache.head_forward(self.mb_x)

@@ -34,13 +34,14 @@ used up, the rest of the epoch has current patterns only).
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from pydantic import BeforeValidator
 from torch import nn
+from torch.utils.data import Dataset
 
 from cycl_bench.errors import UserError
 from cycl_bench.quant.gradquant import power_of_two_scale
@@ -49,11 +50,12 @@ from cycl_bench.strategies.protocol import OrderedPlugins, TrainingProtocol
 
 if TYPE_CHECKING:  # models and strategies are one layer: the contract, not the import
     from cycl_bench.models.common import Backbone, LatentSplit
+    from cycl_bench.strategies.hq_cwr import CWRStarHeadPlugin
 
 LATENT_BITS = (1, 8, 32)
 
 
-def _not_a_flag(value):
+def _not_a_flag(value: object) -> object:
     if isinstance(value, bool):  # True == 1: a flag is no bit width
         raise ValueError("must be one of 1, 8, 32, auto")
     return value
@@ -99,7 +101,7 @@ def unpack_signs(codes: torch.Tensor, width: int) -> torch.Tensor:
 class LatentCodec:
     """Encodes flattened latent activations at 1, 8 or 32 bits per value."""
 
-    def __init__(self, bits: int):
+    def __init__(self, bits: int) -> None:
         if bits not in LATENT_BITS:
             raise UserError(f"latent_bits={bits!r} must be one of 1, 8, 32 or auto")
         self.bits = bits
@@ -121,6 +123,8 @@ class LatentCodec:
         if self.bits == 1:
             return unpack_signs(codes, width)
         if self.bits == 8:
+            if self.step is None:
+                raise ValueError("nothing was encoded at 8 bits yet: the step is not fixed")
             return codes.float() * self.step
         return codes.clone()  # a copy: the memory's own tensor stays private
 
@@ -128,7 +132,7 @@ class LatentCodec:
 class LatentReplayBuffer:
     """The replay memory: latent activations (encoded) and their labels."""
 
-    def __init__(self, capacity: int, bits: int):
+    def __init__(self, capacity: int, bits: int) -> None:
         if capacity < 1:
             raise UserError(f"rm_sz={capacity!r} must be a positive integer")
         self.capacity = capacity
@@ -178,6 +182,8 @@ class LatentReplayBuffer:
 
     def patterns(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded activations (in their layer's shape) and labels of slots start..stop-1."""
+        if self.codes is None or self.shape is None:
+            raise ValueError("the memory is empty: nothing to replay")
         codes, labels = self.codes[start:stop], self.labels[start:stop]
         width = 1
         for size in self.shape:
@@ -210,12 +216,12 @@ class LatentReplay(SupervisedPlugin):
         model: Backbone,
         split: LatentSplit,
         buffer: LatentReplayBuffer,
-        head_plugin,
+        head_plugin: CWRStarHeadPlugin,
         protocol: TrainingProtocol,
         *,
         freeze_from: int = 0,
-        device="cpu",
-    ):
+        device: str | torch.device = "cpu",
+    ) -> None:
         super().__init__()
         self.model = model
         self.split = split
@@ -241,7 +247,7 @@ class LatentReplay(SupervisedPlugin):
 
     # -- before and during an experience --------------------------------------------------
 
-    def before_training_exp(self, strategy, **kwargs):
+    def before_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         experience = strategy.clock.train_exp_counter
         self._collected, self._collected_labels = [], []
         self.encoded_samples = 0
@@ -253,17 +259,18 @@ class LatentReplay(SupervisedPlugin):
         if experience > 0 and len(self.buffer):
             self._count_replayed_classes()
 
-    def _count_replayed_classes(self):
+    def _count_replayed_classes(self) -> None:
         """AR1*: CWR* consolidates with the replayed patterns counted (cur_j), and the rows of
         every class in the memory are loaded into the head for training."""
-        counts = self.model.cur_j
+        # Avalanche's CWRStarPlugin keeps its per-class pattern counts on the model it trains
+        counts = cast("dict[int, int]", self.model.cur_j)
         for label, count in self.buffer.class_counts().items():
             counts[label] += count
         plugin = self.head_plugin
         plugin.cur_class = [label for label in set(counts) if counts[label] > 0]
         plugin.reset_weights(plugin.cur_class)
 
-    def after_train_dataset_adaptation(self, strategy, **kwargs):
+    def after_train_dataset_adaptation(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         samples = len(strategy.adapted_dataset)
         first = strategy.clock.train_exp_counter == 0
         batch_size = self.protocol.batch_size
@@ -277,7 +284,7 @@ class LatentReplay(SupervisedPlugin):
         epochs = self.protocol.first_epochs if first else self.protocol.epochs
         strategy.train_epochs = max(epochs, -(-self.protocol.min_steps // steps))
 
-    def before_forward(self, strategy, **kwargs):
+    def before_forward(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         self._replayed = None
         self.replayed_in_step = 0
         if self._collecting(strategy):
@@ -295,10 +302,10 @@ class LatentReplay(SupervisedPlugin):
         tasks = torch.zeros_like(labels, dtype=strategy.mb_task_id.dtype)
         strategy.mbatch[-1] = torch.cat((strategy.mb_task_id, tasks))
 
-    def _collecting(self, strategy) -> bool:
+    def _collecting(self, strategy: SupervisedTemplate) -> bool:
         return self._lower_frozen and strategy.clock.train_exp_epochs == 0
 
-    def forward(self, strategy) -> torch.Tensor:
+    def forward(self, strategy: SupervisedTemplate) -> torch.Tensor:
         """Lower part on the current images, the replayed activations appended, upper part
         and head on all of them."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self._lower_frozen):
@@ -311,7 +318,7 @@ class LatentReplay(SupervisedPlugin):
 
     # -- after an experience ---------------------------------------------------------------
 
-    def after_training_exp(self, strategy, **kwargs):
+    def after_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         experience = strategy.clock.train_exp_counter
         if self._collected:
             activations = torch.cat(self._collected)
@@ -324,7 +331,7 @@ class LatentReplay(SupervisedPlugin):
         self.buffer.update(activations, labels, experience)
 
     @torch.no_grad()
-    def _encode(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, dataset: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         modes = [module.training for module in self.split.lower.modules()]
         self.split.lower.eval()
         chunks, labels = [], []
@@ -349,13 +356,14 @@ class LatentReplayTemplate(OrderedPlugins, SupervisedTemplate):
     and whose loader gives the reference's share of current patterns per minibatch."""
 
     latent_replay: LatentReplay
+    train_mb_size: int  # Avalanche's, set by its constructor
 
-    def forward(self):
+    def forward(self) -> torch.Tensor:
         if self.is_training:
             return self.latent_replay.forward(self)
         return super().forward()
 
-    def make_train_dataloader(self, **kwargs):
+    def make_train_dataloader(self, **kwargs: Any) -> None:
         full = self.train_mb_size
         self.train_mb_size = self.latent_replay.current_batch_size
         try:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -24,10 +26,19 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from cycl_bench.errors import UserError
 
-OPTIMIZERS = ("adam", "sgd")
+if TYPE_CHECKING:
+    # Avalanche ships no type information: to mypy the template is `Any`, which lets the
+    # template mixins (`OrderedPlugins`, `LatentCacheForward`) use its attributes and methods
+    from avalanche.training.templates import SupervisedTemplate
+    from avalanche.training.templates import SupervisedTemplate as TemplateMixinBase
+else:
+    TemplateMixinBase = object
+
+Optimizer = Literal["adam", "sgd"]
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
 
 
-def _positive_int(name: str, value) -> None:
+def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"{name}={value!r} must be a positive integer")
 
@@ -49,7 +60,7 @@ class TrainingProtocol:
     weight_decay: float = 0.0005
     """L2 penalty of both phases' optimizer."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("first_lr", "lr"):
             rate = getattr(self, name)
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
@@ -77,7 +88,7 @@ class TrainingProtocol:
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.field_names()}
 
     def epochs_for(self, samples: int, *, first: bool) -> int:
@@ -89,8 +100,12 @@ class TrainingProtocol:
 
 
 def make_optimizer(
-    kind: str, parameters, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
-):
+    kind: str,
+    parameters: Iterable[torch.nn.Parameter],
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
     if kind == "adam":
         return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -104,11 +119,11 @@ class ExperienceProtocol(SupervisedPlugin):
     the epochs once the training data is adapted (a cumulative strategy's data grows).
     """
 
-    def __init__(self, protocol: TrainingProtocol):
+    def __init__(self, protocol: TrainingProtocol) -> None:
         super().__init__()
         self.protocol = protocol
 
-    def before_train_dataset_adaptation(self, strategy, **kwargs):
+    def before_train_dataset_adaptation(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         protocol, first = self.protocol, strategy.clock.train_exp_counter == 0
         kind = protocol.first_optimizer if first else protocol.optimizer
         lr = protocol.first_lr if first else protocol.lr
@@ -117,7 +132,7 @@ class ExperienceProtocol(SupervisedPlugin):
         )
         strategy.optimized_param_id = None
 
-    def after_train_dataset_adaptation(self, strategy, **kwargs):
+    def after_train_dataset_adaptation(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         first = strategy.clock.train_exp_counter == 0
         samples = len(strategy.adapted_dataset)
         strategy.train_epochs = self.protocol.epochs_for(samples, first=first)
@@ -137,7 +152,7 @@ class BatchNormRecalibration(SupervisedPlugin):
     samples = 0
     """Samples of the last pass (0 when nothing was recalibrated), for the cost accounting."""
 
-    def after_training_exp(self, strategy, **kwargs):
+    def after_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         self.samples = 0
         cache = getattr(strategy, "latent_cache", None)
         if cache is not None and cache.active:
@@ -163,14 +178,14 @@ class BatchNormRecalibration(SupervisedPlugin):
             layer.momentum = momentum
 
 
-class OrderedPlugins:
+class OrderedPlugins(TemplateMixinBase):
     """Template mixin: plugins that act on each other's results run in `plugin_order`, which the
     strategy that builds the template declares; the order is checked before each experience, so
     a reordered plugin list is an error rather than another computation."""
 
     plugin_order: tuple[type, ...] = ()
 
-    def _before_training_exp(self, **kwargs):
+    def _before_training_exp(self, **kwargs: Any) -> None:
         ranked = [
             rank
             for plugin in self.plugins
