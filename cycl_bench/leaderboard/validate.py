@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 
 from cycl_bench.errors import UserError
 from cycl_bench.evaluation.results import BenchmarkInfo, derived_mismatches
@@ -98,7 +97,7 @@ def _json_path(location: Iterable[Any], data: Any) -> str:
     return path
 
 
-def _problem(error: ErrorDetails, data: Any) -> Problem:
+def _problem(error: Mapping[str, Any], data: Any) -> Problem:  # pydantic's ErrorDetails
     if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
         found = data.get("status") if isinstance(data, dict) else None
         return Problem("$.status", f"must be 'reproduced' or 'claimed', not {found!r}")
