@@ -155,8 +155,11 @@ def one_error_line(capsys) -> str:
     "args, message",
     [
         (["--executor", "rey"], "unknown executor 'rey' (did you mean 'ray'?)"),
-        (["--executor", "ray", "--workers", "0"], "--workers 0: give a whole number"),
-        (["--executor", "ray", "--workers", "two"], "--workers two: give a whole number"),
+        (
+            ["--executor", "ray", "--workers", "0"],
+            "--workers: 0 is out of range; give an integer from 1",
+        ),
+        (["--executor", "ray", "--workers", "two"], "--workers: 'two' is not an integer"),
         (["--workers", "2"], "--workers and --ray-address apply to --executor ray"),
         (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "nothing answers there"),
         (["--executor", "ray", "--ray-address", "head-node"], "give auto or HOST:PORT"),

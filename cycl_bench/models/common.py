@@ -280,7 +280,7 @@ class BackboneParams(Params):
     """multiplies every channel count"""
     image_size: int = Field(32, ge=8, le=MAX_IMAGE_SIZE)
     """side of the square input images"""
-    precision_mode: Literal[PRECISION_MODES] = "cyclebnn"
+    precision_mode: Literal[PRECISION_MODES] = "cyclebnn"  # type: ignore[valid-type]  # pydantic reads the tuple
     """cyclebnn: k-bit quantization before the sign (1x1-bit convolutions); cpt: k x k bits"""
 
 

@@ -71,7 +71,7 @@ class ResNet(Backbone):
 
     def feature_stages(self) -> list[nn.Module]:
         """The stem, then each residual unit (two per BasicBlock)."""
-        return [self.stem, *(unit for block in self.stages for unit in block)]
+        return [self.stem, *(unit for block in self.stages for unit in block.children())]
 
 
 # Registered constructors

@@ -37,7 +37,7 @@ class LayerProfile:
     weight_gradient: bool
 
 
-def _layer_macs(layer: nn.Module, output: torch.Tensor) -> int:
+def _layer_macs(layer: nn.Conv2d | nn.Linear, output: torch.Tensor) -> int:
     if isinstance(layer, nn.Conv2d):
         kernel = layer.kernel_size[0] * layer.kernel_size[1]
         return output.numel() * (layer.in_channels // layer.groups) * kernel
@@ -53,8 +53,12 @@ def profile_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
     found: dict[str, LayerProfile] = {}
     hooks = []
 
-    def record(name: str):
-        def hook(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    def record(
+        name: str,
+    ) -> Callable[[nn.Conv2d | nn.Linear, tuple[Any, ...], torch.Tensor], None]:
+        def hook(
+            layer: nn.Conv2d | nn.Linear, inputs: tuple[Any, ...], output: torch.Tensor
+        ) -> None:
             output = getattr(output, "value", output)  # Brevitas QuantTensor
             first_input = getattr(inputs[0], "value", inputs[0])
             earlier_calls = found[name].macs_per_sample if name in found else 0

@@ -13,13 +13,16 @@ the forward unchanged.
 
 from __future__ import annotations
 
+from typing import Any, Literal, get_args
+
 import torch
 from torch import nn
 
 from cycl_bench.errors import UserError
 from cycl_bench.quant.bits import FLOAT_GRAD_BITS, check_grad_bits
 
-ROUNDING_MODES = ("stochastic", "nearest")
+Rounding = Literal["stochastic", "nearest"]
+ROUNDING_MODES: tuple[Rounding, ...] = get_args(Rounding)
 
 
 def power_of_two_scale(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -92,13 +95,13 @@ class _QuantizeGradient(torch.autograd.Function):
     """Identity forward; the incoming gradient is quantized to fixed point on the way back."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, bits: int, rounding: str) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, bits: int, rounding: str) -> torch.Tensor:
         ctx.bits = bits
         ctx.rounding = rounding
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         return quantize_fixed_point(grad_output, ctx.bits, ctx.rounding), None, None
 
 
@@ -116,7 +119,9 @@ class GradientQuantizer(nn.Module):
     from a k-bit gradient. 32 bits = off. The bit width is saved in checkpoints.
     """
 
-    def __init__(self, bits: int = FLOAT_GRAD_BITS, rounding: str = "stochastic"):
+    bit_width: torch.Tensor
+
+    def __init__(self, bits: int = FLOAT_GRAD_BITS, rounding: str = "stochastic") -> None:
         super().__init__()
         if rounding not in ROUNDING_MODES:
             raise UserError(
@@ -133,7 +138,9 @@ class GradientQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return quantize_gradient(x, self.bits, self.rounding)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.bits = int(self.bit_width.item())
 

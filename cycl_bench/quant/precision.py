@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
 from torch import nn
@@ -90,7 +91,7 @@ def precision(
             )
 
 
-def _injected_bits(proxy: nn.Module) -> int:
+def _injected_bits(proxy: Any) -> int:  # a Brevitas quant proxy (the library is untyped)
     """Bit width a stock Brevitas proxy was injected with; 32 when it does not quantize."""
     if not proxy.is_quant_enabled:
         return FLOAT_BITS
@@ -198,7 +199,7 @@ def deployed_tensors(model: nn.Module) -> list[StoredTensor]:
                 stored.append(
                     StoredTensor(f"{prefix}weight scales", "weight scales", scales, FLOAT_BITS)
                 )
-        if isinstance(module, BinaryConv2d):
+        if isinstance(module, BinaryConv2d) and precision_of_layer is not None:  # never None
             if precision_of_layer.weight_bits > 1:  # (min, max) per output channel
                 count = 2 * module.out_channels
                 stored.append(
@@ -206,7 +207,11 @@ def deployed_tensors(model: nn.Module) -> list[StoredTensor]:
                 )
             if precision_of_layer.act_bits > 1:  # running (min, max)
                 stored.append(StoredTensor(f"{prefix}input range", "input ranges", 2, FLOAT_BITS))
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+        if (
+            isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and module.running_mean is not None
+            and module.running_var is not None  # tracked together
+        ):
             count = module.running_mean.numel() + module.running_var.numel()
             stored.append(
                 StoredTensor(f"{prefix}running statistics", "running statistics", count, FLOAT_BITS)
