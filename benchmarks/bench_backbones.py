@@ -7,6 +7,12 @@ pretraining step computes) is timed alongside. The switching figure compares ste
 `set_precision` with a new bit width every step against steps at a fixed precision, on the same
 model in alternating blocks.
 
+`--paths` picks how the binary layers compute, each timed against the same float model in the
+same interleaved repeats: `fused` (the default path, `cycl_bench/quant/fused.py`), `brevitas`
+(the Brevitas quantizers, the reference) and `compiled` (the model under `torch.compile`, whose
+binary layers then hand the compiler the Brevitas graph, against the float model under
+`torch.compile`; compilation happens in the warm-up).
+
     python benchmarks/bench_backbones.py --batch-size 128 --repeats 7
 """
 
@@ -16,11 +22,13 @@ import argparse
 import itertools
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+from cycl_bench.quant.layers import use_fused
 from cycl_bench.quant.precision import set_precision
 from cycl_bench.registry import BACKBONES
 
@@ -33,29 +41,39 @@ PAIRS = (
 NUM_CLASSES = 10
 SWITCHING_BLOCK = 3  # steps per block in the switching benchmark
 CYCLING = "cycling"  # the binary backbone at 4-bit weights/activations, 8-bit gradients
+PATHS = ("fused", "brevitas", "compiled")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]  # --clock: cpu counts only this process's time on a shared machine
+Key = TypeVar("Key", bound=Hashable)
 
 
-def make_step(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor):
+def make_step(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> Callable[[], float]:
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
+    cuda = batch.is_cuda
+
     def step() -> float:
-        start = time.perf_counter()
+        if cuda:
+            torch.cuda.synchronize()
+        start = clock()
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(batch), labels).backward()
         optimizer.step()
-        return time.perf_counter() - start
+        if cuda:
+            torch.cuda.synchronize()
+        return clock() - start
 
     return step
 
 
 def interleaved_medians(
-    steps: dict[str, Callable[[], float]], repeats: int, warmup: int
-) -> dict[str, float]:
+    steps: dict[Key, Callable[[], float]], repeats: int, warmup: int
+) -> dict[Key, float]:
     """Median step time of each callable, run in turn so drifts in machine load hit all alike.
 
     The order is reversed every other repeat, so no callable always runs right after another.
     """
-    times = {name: [] for name in steps}
+    times: dict[Key, list[float]] = {name: [] for name in steps}
     for repeat in range(warmup + repeats):
         order = list(steps.items())
         for name, step in order if repeat % 2 == 0 else reversed(order):
@@ -65,28 +83,46 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def bench_pair(binary: str, floating: str, args) -> dict[str, float]:
+def bench_pair(binary: str, floating: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Per path: median step times of the binary model at 1 bit and cycled, of the float model
+    it is compared with (compiled for the `compiled` path), and the ratios."""
     torch.manual_seed(0)
-    batch = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    labels = torch.randint(0, NUM_CLASSES, (args.batch_size,))
-    models = {
-        name: BACKBONES.build(name, num_classes=NUM_CLASSES, image_size=args.image_size)
-        for name in (binary, floating)
-    }
-    models[CYCLING] = BACKBONES.build(binary, num_classes=NUM_CLASSES, image_size=args.image_size)
-    set_precision(models[CYCLING], weight_bits=4, act_bits=4, grad_bits=8)
-    steps = {name: make_step(model, batch, labels) for name, model in models.items()}
+    batch = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=args.device)
+    labels = torch.randint(0, NUM_CLASSES, (args.batch_size,), device=args.device)
+
+    def build(name: str, path: str, cycled: bool = False) -> nn.Module:
+        model = BACKBONES.build(name, num_classes=NUM_CLASSES, image_size=args.image_size)
+        model.to(args.device)
+        use_fused(model, path != "brevitas")
+        if cycled:
+            set_precision(model, weight_bits=4, act_bits=4, grad_bits=8)
+        # static shapes: with dynamic ones inductor fails on the binary backbones (README)
+        if path == "compiled":
+            return torch.compile(model, dynamic=False)  # type: ignore[return-value]
+        return model
+
+    models = {("float", "eager"): build(floating, "fused")}
+    for path in args.paths:
+        models[("binary", path)] = build(binary, path)
+        models[(CYCLING, path)] = build(binary, path, cycled=True)
+        if path == "compiled":
+            models[("float", path)] = build(floating, path)
+    steps = {key: make_step(model, batch, labels) for key, model in models.items()}
     medians = interleaved_medians(steps, args.repeats, args.warmup)
-    return {
-        "binary": medians[binary],
-        "float": medians[floating],
-        "cycling": medians[CYCLING],
-        "ratio": medians[binary] / medians[floating],
-        "cycling_ratio": medians[CYCLING] / medians[floating],
-    }
+    results = {}
+    for path in args.paths:
+        floating_time = medians[("float", path if path == "compiled" else "eager")]
+        results[path] = {
+            "binary": medians[("binary", path)],
+            "float": floating_time,
+            "cycling": medians[(CYCLING, path)],
+            "ratio": medians[("binary", path)] / floating_time,
+            "cycling_ratio": medians[(CYCLING, path)] / floating_time,
+        }
+    return results
 
 
-def bench_switching(name: str, args) -> dict[str, float]:
+def bench_switching(name: str, args: argparse.Namespace) -> dict[str, float]:
     """Steps that switch bits every step (3 <-> 5) versus steps at a fixed 4 bits.
 
     Both run on the same model instance, in alternating blocks of steps, so that differences
@@ -107,15 +143,15 @@ def bench_switching(name: str, args) -> dict[str, float]:
     def switching_block() -> list[float]:
         times = []
         for _ in range(SWITCHING_BLOCK):
-            start = time.perf_counter()
+            start = clock()
             bits = next(widths)
             set_precision(model, weight_bits=bits, act_bits=bits, grad_bits=8)
-            times.append(time.perf_counter() - start + step())
+            times.append(clock() - start + step())
         return times
 
     for _ in range(args.warmup):
         step()
-    times = {"fixed": [], "switching": []}
+    times: dict[str, list[float]] = {"fixed": [], "switching": []}
     blocks = {"fixed": fixed_block, "switching": switching_block}
     for repeat in range(args.repeats):
         order = ("fixed", "switching") if repeat % 2 == 0 else ("switching", "fixed")
@@ -123,10 +159,10 @@ def bench_switching(name: str, args) -> dict[str, float]:
             times[mode].extend(blocks[mode]())
     medians = {mode: statistics.median(values) for mode, values in times.items()}
     calls = 1000
-    start = time.perf_counter()
+    start = clock()
     for bits in itertools.islice(itertools.cycle((3, 5)), calls):
         set_precision(model, weight_bits=bits, act_bits=bits, grad_bits=8)
-    set_precision_s = (time.perf_counter() - start) / calls
+    set_precision_s = (clock() - start) / calls
     return {
         **medians,
         "overhead": medians["switching"] / medians["fixed"] - 1.0,
@@ -149,21 +185,44 @@ def main() -> None:
         help="binary backbones to compare with their float reference (none: only switching)",
     )
     parser.add_argument("--switching-backbone", default="resnet18_bnn")
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=PATHS,
+        default=["fused", "brevitas"],
+        help="how the binary layers compute: fused (default), brevitas (reference), compiled",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time (steadier where other jobs run)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (backbone step times only)")
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     print(
-        f"batch {args.batch_size}, {args.image_size}x{args.image_size}, "
-        f"{args.threads} threads, {args.repeats} repeats (+{args.warmup} warm-up), medians"
+        f"{args.device}, batch {args.batch_size}, {args.image_size}x{args.image_size}, "
+        f"{args.threads} threads, {args.repeats} repeats (+{args.warmup} warm-up), medians of "
+        f"{args.clock} time"
     )
     print("binary = 1-bit weights/activations; cycling = the same network at 4/4 bits, 8-bit grads")
-    header = ("binary", "float", "binary s", "float s", "ratio", "cycling s", "ratio")
-    print(f"{header[0]:<16}{header[1]:<16}" + "".join(f"{h:>11}" for h in header[2:]))
+    header = ("binary", "float", "path", "binary s", "float s", "ratio", "cycling s", "ratio")
+    print(
+        f"{header[0]:<16}{header[1]:<16}{header[2]:<10}" + "".join(f"{h:>11}" for h in header[3:])
+    )
     for binary, floating in PAIRS:
         if binary not in args.backbones:
             continue
-        result = bench_pair(binary, floating, args)
+        results = bench_pair(binary, floating, args)
         figures = ("binary", "float", "ratio", "cycling", "cycling_ratio")
-        print(f"{binary:<16}{floating:<16}" + "".join(f"{result[f]:>11.3f}" for f in figures))
+        for path, result in results.items():
+            print(
+                f"{binary:<16}{floating:<16}{path:<10}"
+                + "".join(f"{result[f]:>11.3f}" for f in figures)
+            )
     if args.switching_backbone:
         result = bench_switching(args.switching_backbone, args)
         print(

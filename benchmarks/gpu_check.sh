@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU check: the gpu tests, resnet18_bnn pretraining steps/s on cuda, the latent-cache benchmark
-# on cuda. Figures go to $OUT/gpu_check.out if OUT is set, else benchmarks/gpu_check.out.
+# GPU check: the gpu tests, resnet18_bnn pretraining steps/s on cuda, binary vs float step times
+# (fused and Brevitas paths, torch.compile), the latent-cache benchmark on cuda. Figures go to
+# $OUT/gpu_check.out if OUT is set, else benchmarks/gpu_check.out.
 #   bash benchmarks/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +27,8 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_dev
 
 say "## pytest -m gpu"
 status=0
-python -m pytest -m gpu -q -p no:cacheprovider -rs tests/test_gpu.py > "$REPORT.pytest" 2>&1 \
-    || status=$?
+python -m pytest -m gpu -q -p no:cacheprovider -rs tests/test_gpu.py tests/test_fused_layers.py \
+    > "$REPORT.pytest" 2>&1 || status=$?
 tail -15 "$REPORT.pytest" | tee -a "$REPORT"
 say "pytest -m gpu exit code $status"
 
@@ -74,6 +75,15 @@ timed = STEPS - WARMUP
 print(f"pretrain_steps_per_s {timed / clock.seconds:.2f} ({timed} steps after {WARMUP} warm-up, "
       f"{clock.seconds:.1f} s, peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB)")
 PY
+
+say "## binary vs float step time on cuda, fused and Brevitas paths (benchmarks/bench_backbones.py)"
+python benchmarks/bench_backbones.py --device cuda --batch-size 128 --repeats 7 --warmup 2 \
+    --backbones tiny_bnn resnet18_bnn --switching-backbone "" --paths fused brevitas \
+    2>&1 | grep -v -i "warn" | tee -a "$REPORT" || say "bench_backbones.py failed"
+say "## the same with torch.compile (compilation in the warm-up)"
+python benchmarks/bench_backbones.py --device cuda --batch-size 128 --repeats 7 --warmup 2 \
+    --backbones tiny_bnn --switching-backbone "" --paths fused compiled \
+    2>&1 | grep -v -i "warn" | tail -3 | tee -a "$REPORT" || say "torch.compile failed"
 
 say "## latent-cache benchmark on cuda (benchmarks/bench_latent_cache.py)"
 if python benchmarks/bench_latent_cache.py --help | grep -q -- "--device"; then

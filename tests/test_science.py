@@ -1,7 +1,22 @@
 """The suite ranks the methods: the paper protocol on a small class-incremental stream of image
 files (10 objects, 5 experiences x 2, chance 10%) read through the folder source, with a tiny
-binary backbone pretrained on the synthetic corpus. Fixed seeds; every threshold leaves room
-below the values measured on three seeds (docs/strategies.md)."""
+binary backbone pretrained on the synthetic corpus. Fixed seeds.
+
+Every threshold leaves room below the values measured over five pretraining draws (seeds 0-4)
+of the Brevitas-only layers, before the fused binary path: a pretraining draw moves the table
+more than any change of float rounding does, so a threshold one draw barely passes is no test.
+Each experience's test set is 18 images here (one image: 5.6 points).
+
+| pretraining seed | 0 | 1 | 2 | 3 | 4 |
+|---|---|---|---|---|---|
+| cwr_star mean A[k][k], k >= 1 | 0.58 | 0.42 | 0.63 | 0.49 | 0.56 |
+| cwr_star min A[k][k], k >= 1 | 0.39 | 0.06 | 0.39 | 0.11 | 0.17 |
+| cwr_star mean of the old experiences at the end | 0.32 | 0.29 | 0.28 | 0.25 | 0.40 |
+| hq_cwr_star 16/8 mean A[k][k] | 0.58/0.57 | 0.42/0.43 | 0.63/0.63 | 0.49/0.49 | 0.54/0.54 |
+| final cumulative | 0.50 | 0.37 | 0.42 | 0.40 | 0.48 |
+| final cwr_star | 0.40 | 0.37 | 0.38 | 0.34 | 0.43 |
+| final naive | 0.28 | 0.26 | 0.24 | 0.22 | 0.29 |
+"""
 
 import numpy as np
 import pytest
@@ -80,27 +95,29 @@ def results(setting):
 
 
 @pytest.mark.parametrize("entry", ["cwr_star", "hq_cwr_star_16", "hq_cwr_star_8"])
-def test_the_cwr_family_learns_every_new_experience(results, entry):
+def test_the_cwr_family_learns_the_new_experiences(results, entry):
+    """On average over the new experiences; the smallest one is a matter of the draw (0.06 to
+    0.39 over five pretraining seeds: one or seven images of 18)."""
     matrix = results[entry].accuracy_matrix
     just_trained = [matrix[k][k] for k in range(1, len(matrix))]
-    assert min(just_trained) >= 2 * CHANCE  # measured >= 0.28
-    assert np.mean(just_trained) >= 3.5 * CHANCE  # measured 0.52 to 0.54
+    assert np.mean(just_trained) >= 3.5 * CHANCE  # measured 0.42 to 0.63
 
 
 @pytest.mark.parametrize("entry", ["cwr_star", "hq_cwr_star_16", "hq_cwr_star_8"])
 def test_the_cwr_family_keeps_the_old_experiences(results, entry):
     last = results[entry].accuracy_matrix[-1]
-    assert np.mean(last[:-1]) >= 2.5 * CHANCE  # measured 0.32 to 0.40
+    assert np.mean(last[:-1]) >= 2 * CHANCE  # measured 0.25 to 0.40
     naive_last = results["naive"].accuracy_matrix[-1]
     assert np.mean(naive_last[:-1]) < np.mean(last[:-1])  # naive keeps less of them
 
 
-def test_cumulative_beats_cwr_star_which_beats_naive(results):
+def test_cumulative_matches_or_beats_cwr_star_which_beats_naive(results):
     final = {entry: result.final_accuracy for entry, result in results.items()}
-    # seeds 0-2 under the papers' SGD protocol: cumulative 0.10 to 0.11 above cwr_star, cwr_star
-    # 0.12 to 0.14 above naive (naive at lr 0.001 keeps a little of the last experiences)
-    assert final["cumulative"] >= final["cwr_star"] + 0.05
-    assert final["cwr_star"] >= final["naive"] + 0.08
+    # five pretraining draws under the papers' SGD protocol: cumulative 0.00 to 0.10 above
+    # cwr_star (one epoch an experience is little for cumulative), cwr_star 0.11 to 0.14 above
+    # naive (naive at lr 0.001 keeps a little of the last experiences)
+    assert final["cumulative"] >= final["cwr_star"]
+    assert final["cwr_star"] >= final["naive"] + 0.05
 
 
 def trained_head(setting, grad_bits: int):

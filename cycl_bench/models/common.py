@@ -10,8 +10,9 @@ float kit the same unit with ReLU after the sum.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -20,7 +21,7 @@ from torch import nn
 from cycl_bench.errors import UserError
 from cycl_bench.params import MAX_IMAGE_SIZE, Params, check
 from cycl_bench.quant.layers import BinaryConv2d, fixed_quant_conv2d, fixed_quant_linear
-from cycl_bench.quant.quantizers import PRECISION_MODES, check_precision_mode
+from cycl_bench.quant.quantizers import PrecisionMode, check_precision_mode
 from cycl_bench.registry import BACKBONES
 
 CIFAR_RESOLUTION = 32
@@ -280,15 +281,17 @@ class BackboneParams(Params):
     """multiplies every channel count"""
     image_size: int = Field(32, ge=8, le=MAX_IMAGE_SIZE)
     """side of the square input images"""
-    precision_mode: Literal[PRECISION_MODES] = "cyclebnn"  # type: ignore[valid-type]  # pydantic reads the tuple
+    precision_mode: PrecisionMode = "cyclebnn"
     """cyclebnn: k-bit quantization before the sign (1x1-bit convolutions); cpt: k x k bits"""
 
 
-def register_backbone(name: str, network, *, binary: bool, doc: str) -> None:
+def register_backbone(
+    name: str, network: Callable[..., Backbone], *, binary: bool, doc: str
+) -> None:
     """Register `network(kit, num_classes=..., in_channels=..., width=..., image_size=...)` under
     `name`, with a keyword-only constructor that checks its arguments (`BackboneParams`)."""
 
-    def construct(**arguments) -> nn.Module:
+    def construct(**arguments: Any) -> Backbone:
         params = check(BackboneParams, arguments, owner=name, kind="backbone argument")
         kit = LayerKit.binary(params.precision_mode) if binary else LayerKit.floating()
         return network(kit, **params.model_dump(exclude={"precision_mode"}))

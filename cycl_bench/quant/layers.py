@@ -13,6 +13,7 @@ from brevitas.nn import QuantConv2d, QuantLinear
 from brevitas.quant import Int8ActPerTensorFloatMinMaxInit, Int8WeightPerChannelFloat
 
 from cycl_bench.quant.bits import FLOAT_GRAD_BITS, check_bits, check_grad_bits
+from cycl_bench.quant.fused import fused_forward
 from cycl_bench.quant.gradquant import GradientQuantizer
 from cycl_bench.quant.quantizers import (
     SwitchableBinaryActQuant,
@@ -48,7 +49,12 @@ class BinaryConv2d(QuantConv2d):
 
     Default precision: 1-bit weights and activations (the deployed network), float gradients.
     `precision_mode` ("cyclebnn" or "cpt") says what the layer computes with at k > 1 bits.
+    `fused`: compute through `fused.py` (the same values in fewer passes) rather than through
+    the Brevitas quantizers, which stay the reference (`use_fused`) and which the layer also
+    takes in export mode, while a hook watches a quantizer module and under `torch.compile`.
     """
+
+    fused: bool = True
 
     def __init__(
         self,
@@ -95,7 +101,10 @@ class BinaryConv2d(QuantConv2d):
         return self.weight_bit_width.bits, self.act_bit_width.bits, self.output_gradient_quant.bits
 
     def set_bits(
-        self, weight_bits: int | None = None, act_bits: int | None = None, grad_bits=None
+        self,
+        weight_bits: int | None = None,
+        act_bits: int | None = None,
+        grad_bits: int | None = None,
     ) -> None:
         if weight_bits is not None:
             self.weight_bit_width.set_bits(check_bits("weight_bits", weight_bits))
@@ -112,8 +121,30 @@ class BinaryConv2d(QuantConv2d):
         return weight_bits, act_bits, grad_bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.takes_fused_path():
+            return fused_forward(self, x)
         out = super().forward(x) * self.output_scale.view(1, -1, 1, 1)
         return self.output_gradient_quant(out)
+
+    def takes_fused_path(self) -> bool:
+        """The fused path, unless told otherwise, in export mode, while a hook watches a
+        quantizer, or under `torch.compile` (dynamo fails on the fused input path at k > 1 bits:
+        the compiler gets the Brevitas graph)."""
+        return (
+            self.fused
+            and not self.export_mode
+            and not torch.compiler.is_compiling()
+            and not self.quantizers_watched()
+        )
+
+    def quantizers_watched(self) -> bool:
+        """Whether a hook watches one of the quantizer modules (Brevitas tooling, tests): they
+        are called, and so see their inputs and outputs, only on the Brevitas path."""
+        quantizers = (self.input_quant, self.weight_quant, self.output_gradient_quant)
+        return any(
+            q._forward_hooks or q._forward_pre_hooks or q._backward_hooks or q._backward_pre_hooks
+            for q in quantizers
+        )
 
     def extra_repr(self) -> str:
         weight_bits, act_bits, grad_bits = self.bits
@@ -121,6 +152,14 @@ class BinaryConv2d(QuantConv2d):
             f"{super().extra_repr()}, precision_mode={self.precision_mode}, "
             f"weight_bits={weight_bits}, act_bits={act_bits}, grad_bits={grad_bits}"
         )
+
+
+def use_fused(model: torch.nn.Module, fused: bool = True) -> None:
+    """Send every `BinaryConv2d` of `model` through the fused paths (the default) or through
+    the Brevitas quantizers (`fused=False`, the reference the fused paths are tested against)."""
+    for module in model.modules():
+        if isinstance(module, BinaryConv2d):
+            module.fused = fused
 
 
 def fixed_quant_conv2d(

@@ -1,0 +1,350 @@
+"""A binary layer's element-wise work in few passes: the path `BinaryConv2d` takes by default.
+
+The Brevitas quantizers (`quantizers.py`), the layer's output scale and its gradient quantizer
+record an autograd graph of many small operations, each allocating a tensor the size of the
+activations; on a CPU those allocations and the comparisons and `torch.where` of their backward
+passes cost more than the arithmetic. Here each of the layer's three paths is one autograd
+Function with a written-out backward, working in place on buffers it owns and saving little
+(at 1 bit the input alone; masks as float factors, since boolean tensors and `torch.where` cost
+ten times a multiplication on CPU):
+
+- weights: per-channel scaling, k-bit fake quantization, sign with the identity gradient;
+- inputs: per-sample scaling (`cyclebnn`, training), k-bit fake quantization, sign with the
+  ApproxSign gradient (or, in `cpt` mode at k > 1 bits, the k-bit values themselves);
+- output: the learned per-channel scale, then fixed-point rounding of the incoming gradient.
+
+Forward values are the Brevitas path's bit for bit. At 1 bit neither scaling is computed: a
+product of x with positive factors has the sign of x (IEEE takes a product's sign bit from its
+factors', also when it rounds to zero), so the sign of a scaled weight is the sign of the weight
+and the sign of a normalized input that of the input. At k > 1 bits the grid comes from the
+Brevitas path's own methods and operations (`scaled_weight`, `observed_range`,
+`per_sample_statistics`, the same clamps, floors and roundings in the same order), so the
+running input ranges match too. Gradients are the same formulas in another order: they agree to
+float rounding, and a stochastically rounded gradient draws the same random numbers.
+tests/test_fused_layers.py holds the two paths to this.
+
+`layers.use_fused(model, False)` sends a model's binary layers through Brevitas, the reference;
+they take that path by themselves in export mode, under `torch.compile` and while a hook watches
+one of their quantizers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.nn import functional as F
+
+from cycl_bench.quant.bits import FLOAT_GRAD_BITS
+from cycl_bench.quant.quantizers import (
+    WEIGHT_SCALE_EPS,
+    WEIGHT_SCALE_GAIN,
+    binary_sign,
+    per_sample_statistics,
+)
+
+if TYPE_CHECKING:
+    from cycl_bench.quant.gradquant import GradientQuantizer
+    from cycl_bench.quant.layers import BinaryConv2d
+    from cycl_bench.quant.quantizers import (
+        SwitchableBinaryActTensorQuant,
+        SwitchableBinaryWeightTensorQuant,
+    )
+
+SIGN_BIT = -(2**31)  # float32 sign bit, as an int32
+ONE_BITS = 0x3F800000  # float32 1.0, as an int32
+INFINITY = float("inf")
+
+
+def sign_of(x: torch.Tensor) -> torch.Tensor:
+    """`binary_sign(x)` bit for bit (x's sign bit on 1.0): two integer passes for float32."""
+    if x.dtype != torch.float32:
+        return binary_sign(x)
+    return x.view(torch.int32).bitwise_and(SIGN_BIT).bitwise_or_(ONE_BITS).view(torch.float32)
+
+
+def approx_sign_slope_(values: torch.Tensor) -> torch.Tensor:
+    """In place: ApproxSign's derivative `2 * max(0, 1 - |v|)`, bit for bit `ApproxSignFn`'s
+    (doubling is exact, so `2 - 2|v|` rounds as `2 * (1 - |v|)` does)."""
+    return values.abs_().mul_(-2.0).add_(2.0).relu_()
+
+
+def outside_to_infinity_(values: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """In place: values <= low become -inf, values >= high +inf, the others stay.
+
+    The values a scalar clamp moves are those its gradient stops (PyTorch's clamp gradient is
+    zero from the bounds on); as +-inf they keep their sign and get a zero ApproxSign slope.
+    """
+    F.threshold(values, low, -INFINITY, inplace=True)
+    F.threshold(values.neg_(), -high, -INFINITY, inplace=True)
+    return values.neg_()
+
+
+def inside_indicator_(values: torch.Tensor, high: float) -> torch.Tensor:
+    """In place: 1.0 where 0 < v < high (where `clamp(0, high)` passes the gradient), else 0.0:
+    the values outside become +inf, whose reciprocal has sign 0."""
+    F.threshold(values, 0.0, INFINITY, inplace=True)
+    F.threshold(values.neg_(), -high, -INFINITY, inplace=True)
+    return values.neg_().reciprocal_().sign_()
+
+
+# -- weights ----------------------------------------------------------------------------------
+
+
+def weight_scaling_backward(flat: torch.Tensor, grad_scaled: torch.Tensor) -> torch.Tensor:
+    """Gradient with respect to the latent weights (out_channels, fan_in) of
+    `w * 2*sqrt(2) / sqrt(max(E[w^2] - E[w]^2, 0) + eps)` (`scaled_weight`), given the gradient
+    with respect to the scaled weights."""
+    fan_in = flat.shape[1]
+    mean = flat.mean(dim=1, keepdim=True)
+    variance = (flat * flat).mean(dim=1, keepdim=True) - mean * mean
+    root = torch.rsqrt(variance.clamp_min(0.0) + WEIGHT_SCALE_EPS)
+    grad_gain = torch.linalg.vecdot(grad_scaled, flat, dim=1).unsqueeze(1)
+    # d gain / d variance = gain' * -1/2 * root^3, zero where the clamp held the variance at 0
+    grad_variance = (grad_gain * WEIGHT_SCALE_GAIN) * (-0.5 * root.pow(3)) * (variance > 0)
+    grad = grad_scaled * (WEIGHT_SCALE_GAIN * root)
+    return grad.add_((flat - mean).mul_(grad_variance * (2.0 / fan_in)))
+
+
+def binary_weight_forward(
+    weight: torch.Tensor, quantizer: SwitchableBinaryWeightTensorQuant, keep: bool
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The weights the convolution uses, and what the backward pass needs (if `keep`): the
+    factor `(step * inside) * 1/step` the k-bit grid puts on the gradient (none at 1 bit)."""
+    bits = quantizer.bit_width_impl.bits
+    if bits == 1:
+        return sign_of(weight), ()
+    scaled = quantizer.scaled_weight(weight)
+    if quantizer.precision_mode == "cyclebnn":
+        half = 2 ** (bits - 1)
+        step = scaled.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / half
+        reciprocal = step.reciprocal()
+        levels = scaled.mul_(reciprocal)
+        inside = (levels > -half) & (levels < half - 0.5)
+        quantized = levels.clamp_(-half, half - 0.5).floor_().add_(0.5).mul_(step)
+        out = sign_of(quantized)
+    else:
+        count = 2**bits - 1
+        low, high = torch.aminmax(scaled, dim=1, keepdim=True)
+        step = (high - low).clamp_min(1e-8) / count
+        reciprocal = step.reciprocal()
+        normalized = scaled.sub_(low).mul_(reciprocal)
+        inside = (normalized > 0) & (normalized < count)
+        out = torch.addcmul(low, normalized.clamp_(0.0, count).round_(), step)
+    return out.view_as(weight), ((step, inside, reciprocal) if keep else ())
+
+
+class BinaryWeightFunction(torch.autograd.Function):
+    """The weight path: `binary_weight_forward`, then the gradient through grid and scaling."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, weight: torch.Tensor, quantizer: SwitchableBinaryWeightTensorQuant
+    ) -> torch.Tensor:
+        out, saved = binary_weight_forward(weight, quantizer, keep=True)
+        ctx.save_for_backward(weight, *saved)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        weight, *grid = ctx.saved_tensors
+        flat = weight.reshape(weight.shape[0], -1)
+        grad_scaled = grad.reshape(flat.shape)
+        if grid:
+            step, inside, reciprocal = grid
+            grad_scaled = (grad_scaled * step).mul_(inside).mul_(reciprocal)
+        return weight_scaling_backward(flat, grad_scaled).view_as(weight), None
+
+
+def binary_weight(
+    weight: torch.Tensor, quantizer: SwitchableBinaryWeightTensorQuant
+) -> torch.Tensor:
+    """What `quantizer` gives the convolution from `weight`, in one autograd node."""
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return BinaryWeightFunction.apply(weight, quantizer)
+    return binary_weight_forward(weight, quantizer, keep=False)[0]
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+def normalization_backward_(
+    grad_normalized: torch.Tensor,
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    mean: torch.Tensor,
+    scratch: torch.Tensor,
+) -> torch.Tensor:
+    """In place on `grad_normalized` (and `scratch`, a buffer of x's shape): the gradient with
+    respect to x of `x * scale`, `scale = 1 / sqrt(Var(x) + eps)` per sample, `mean` its mean."""
+    dims = tuple(range(1, x.dim()))
+    count = math.prod(x.shape[1:])
+    dot = torch.mul(grad_normalized, x, out=scratch).sum(dim=dims, keepdim=True)
+    # d scale / d Var = -1/2 scale^3; d Var / d x = 2 (x - mean) / count
+    coefficient = dot * (-0.5 * scale.pow(3)) * (2.0 / count)
+    grad = grad_normalized.mul_(scale)
+    return grad.add_(torch.sub(x, mean, out=scratch).mul_(coefficient))
+
+
+def binary_input_forward(
+    x: torch.Tensor, quantizer: SwitchableBinaryActTensorQuant, keep: bool
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], str]:
+    """What the convolution reads from input x, what the backward pass needs (if `keep`), and
+    which backward that is. Updates the quantizer's running range as its forward does."""
+    bits = quantizer.bit_width_impl.bits
+    cyclebnn = quantizer.precision_mode == "cyclebnn"
+    normalize = cyclebnn and quantizer.training
+    if bits == 1:  # the sign of x, normalized per sample or not
+        return sign_of(x), (x,), "normalized sign" if normalize else "sign"
+    if cyclebnn:
+        if normalize:
+            values = torch.empty_like(x)
+            mean, scale = per_sample_statistics(x, values)
+            values = torch.mul(x, scale, out=values)
+        else:
+            values, scale = x, None
+        low, high = quantizer.observed_range(values)
+        half = 2 ** (bits - 1)
+        step = torch.maximum(-low, high).clamp_min(1e-8) / half
+        reciprocal = step.reciprocal()
+        levels = values.mul_(reciprocal) if scale is not None else x * reciprocal
+        quantized = outside_to_infinity_(levels, -half, half - 0.5).floor_().add_(0.5)
+        out = sign_of(quantized.mul_(step))
+        if not keep:
+            return out, (), ""
+        slope = approx_sign_slope_(quantized)
+        if scale is not None:
+            return out, (slope, step, reciprocal, x, mean, scale), "normalized grid sign"
+        return out, (slope, step, reciprocal), "grid sign"
+    low, high = quantizer.observed_range(x)
+    count = 2**bits - 1
+    step = (high - low).clamp_min(1e-8) / count
+    reciprocal = step.reciprocal()
+    normalized = torch.sub(x, low).mul_(reciprocal)
+    out = torch.addcmul(low, normalized.clamp(0.0, count).round_(), step)
+    if not keep:
+        return out, (), ""
+    return out, (inside_indicator_(normalized, count), step, reciprocal), "grid"
+
+
+def binary_input_backward(
+    grad: torch.Tensor, saved: tuple[torch.Tensor, ...], kind: str
+) -> torch.Tensor:
+    """The gradient with respect to the input of `binary_input_forward`."""
+    if kind == "sign":
+        (x,) = saved
+        return approx_sign_slope_(x.abs()).mul_(grad)
+    if kind == "normalized sign":
+        (x,) = saved
+        scratch = torch.empty_like(x)
+        mean, scale = per_sample_statistics(x, scratch)
+        # the slope at x * scale: 2 - 2 |x| scale, at least 0
+        slope = torch.abs(x).mul_(scale * -2.0).add_(2.0).relu_()
+        return normalization_backward_(slope.mul_(grad), x, scale, mean, scratch)
+    if kind == "grid":
+        inside, step, reciprocal = saved
+        return (grad * step).mul_(inside).mul_(reciprocal)
+    slope, step, reciprocal, *normalization = saved
+    grad_levels = torch.mul(slope, grad).mul_(step).mul_(reciprocal)
+    if not normalization:
+        return grad_levels
+    x, mean, scale = normalization
+    return normalization_backward_(grad_levels, x, scale, mean, torch.empty_like(x))
+
+
+class BinaryInputFunction(torch.autograd.Function):
+    """The input path: `binary_input_forward`, then `binary_input_backward`."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, quantizer: SwitchableBinaryActTensorQuant
+    ) -> torch.Tensor:
+        out, saved, ctx.kind = binary_input_forward(x, quantizer, keep=True)
+        ctx.save_for_backward(*saved)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return binary_input_backward(grad, ctx.saved_tensors, ctx.kind), None
+
+
+def binary_input(x: torch.Tensor, quantizer: SwitchableBinaryActTensorQuant) -> torch.Tensor:
+    """What `quantizer` gives the convolution from input x, in one autograd node."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return BinaryInputFunction.apply(x, quantizer)
+    return binary_input_forward(x, quantizer, keep=False)[0]
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def power_of_two_scale(grad: torch.Tensor, bits: int) -> torch.Tensor:
+    """`gradquant.power_of_two_scale` without the |x| tensor: max|x| = max(-min x, max x)."""
+    low, high = torch.aminmax(grad)
+    amax = torch.maximum(-low, high)
+    ratio = torch.where(amax > 0, amax / (2 ** (bits - 1) - 1), torch.ones_like(amax))
+    return torch.exp2(torch.ceil(torch.log2(ratio)))
+
+
+def fixed_point_gradient(grad: torch.Tensor, bits: int, rounding: str) -> torch.Tensor:
+    """`quantize_fixed_point(grad, bits, rounding)` computed in one buffer (the same random
+    numbers: `uniform_` on a new contiguous tensor is what `torch.rand` draws)."""
+    scale = power_of_two_scale(grad, bits)
+    largest_level = 2 ** (bits - 1) - 1
+    if rounding == "stochastic":
+        noise = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device).uniform_()
+        levels = noise.addcdiv_(grad, scale).floor_()
+    else:
+        levels = torch.div(grad, scale).round_()
+    return levels.clamp_(-largest_level, largest_level).mul_(scale)
+
+
+class ScaledOutputFunction(torch.autograd.Function):
+    """`conv_out * scale` per channel; the gradient is rounded to fixed point first at k bits."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, conv_out: torch.Tensor, scale: torch.Tensor, bits: int, rounding: str
+    ) -> torch.Tensor:
+        ctx.save_for_backward(conv_out, scale)
+        ctx.bits, ctx.rounding = bits, rounding
+        return conv_out * scale.view(1, -1, 1, 1)
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, None, None]:
+        conv_out, scale = ctx.saved_tensors
+        channel_scale = scale.view(1, -1, 1, 1)
+        dims = (0, 2, 3)
+        if ctx.bits >= FLOAT_GRAD_BITS:
+            buffer = torch.mul(grad, conv_out)
+            grad_scale = buffer.sum(dims) if ctx.needs_input_grad[1] else None
+            return torch.mul(grad, channel_scale, out=buffer), grad_scale, None, None
+        quantized = fixed_point_gradient(grad, ctx.bits, ctx.rounding)
+        grad_conv = torch.mul(quantized, channel_scale)
+        grad_scale = quantized.mul_(conv_out).sum(dims) if ctx.needs_input_grad[1] else None
+        return grad_conv, grad_scale, None, None
+
+
+def scaled_output(
+    conv_out: torch.Tensor, scale: torch.Tensor, gradient_quant: GradientQuantizer
+) -> torch.Tensor:
+    """`gradient_quant(conv_out * scale.view(1, -1, 1, 1))` in one autograd node."""
+    if torch.is_grad_enabled() and (conv_out.requires_grad or scale.requires_grad):
+        return ScaledOutputFunction.apply(
+            conv_out, scale, gradient_quant.bits, gradient_quant.rounding
+        )
+    return conv_out * scale.view(1, -1, 1, 1)
+
+
+# -- the layer --------------------------------------------------------------------------------
+
+
+def fused_forward(layer: BinaryConv2d, x: torch.Tensor) -> torch.Tensor:
+    """`BinaryConv2d.forward` through the fused paths: the same values as through Brevitas."""
+    weight = binary_weight(layer.weight, layer.weight_quant.tensor_quant)
+    inputs = binary_input(x, layer.input_quant.fused_activation_quant_proxy.tensor_quant)
+    conv_out = layer._conv_forward(inputs, weight, None)
+    return scaled_output(conv_out, layer.output_scale, layer.output_gradient_quant)

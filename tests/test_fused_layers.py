@@ -1,0 +1,394 @@
+"""The fused binary layer (`cycl_bench/quant/fused.py`, `BinaryConv2d`'s default path) against the
+unfused one: the Brevitas quantizer path (`layer.fused = False`) and a plain re-implementation of
+the formulas in quantizers.py's docstring.
+
+Forward values and running input ranges must be equal bit for bit (`torch.equal`), in training
+and evaluation, at 1 bit and at cycled widths. Gradients (of inputs, latent weights, output
+scales, thresholds) must agree to float rounding: `assert_close` with rtol 1e-5 and atol 1e-6 of
+the largest reference gradient; a stochastically rounded gradient must draw the same numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cycl_bench.quant.cost import profile_layers
+from cycl_bench.quant.fused import sign_of
+from cycl_bench.quant.gradquant import quantize_gradient
+from cycl_bench.quant.layers import BinaryConv2d, use_fused
+from cycl_bench.quant.precision import set_precision
+from cycl_bench.quant.quantizers import binary_sign
+from cycl_bench.registry import BACKBONES
+
+MODES = ("cyclebnn", "cpt")
+WIDTHS = (1, 2, 4, 6)
+GRAD_BITS = (32, 8)
+RTOL = 1e-5
+ATOL_SHARE = 1e-6  # of the largest reference gradient
+Gradients = dict[str, torch.Tensor]
+
+
+def layer_pair(mode: str, bits: int, grad_bits: int) -> tuple[BinaryConv2d, BinaryConv2d]:
+    """(fused, Brevitas) copies of one layer, with weights that reach the edge cases: a -0.0,
+    an all-zero output channel (variance 0, held by the clamp), output scales of both signs."""
+    torch.manual_seed(0)
+    fused = BinaryConv2d(8, 6, 3, padding=1, precision_mode=mode)
+    with torch.no_grad():
+        fused.weight[0] = 0.0
+        fused.weight[1, 0, 0, 0] = -0.0
+        fused.output_scale.uniform_(-1.5, 1.5)
+    fused.set_bits(bits, bits, grad_bits)
+    reference = copy.deepcopy(fused)
+    reference.fused = False
+    return fused, reference
+
+
+def random_input(seed: int, shape: tuple[int, ...] = (6, 8, 7, 7)) -> torch.Tensor:
+    """Shifted normal values, exact zeros of both signs, and one constant sample."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 1.5 + 0.3
+    x.view(-1)[:4] = torch.tensor([0.0, -0.0, 0.0, -0.0])
+    x[-1] = 0.25
+    return x
+
+
+def gradients_of(model: nn.Module) -> Gradients:
+    return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+
+def forward_backward(
+    layer: nn.Module, x: torch.Tensor, seed: int, owner: nn.Module | None = None
+) -> tuple[torch.Tensor, Gradients]:
+    """The output, and the gradients of the input and of the parameters of `owner` (default:
+    the layer), of one step with a random upstream gradient; the global generator is seeded
+    before the backward pass, which draws the stochastic rounding."""
+    x = x.clone().requires_grad_(True)
+    out = layer(x)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out)
+    torch.manual_seed(seed)
+    out.backward(upstream)
+    assert x.grad is not None
+    return out.detach(), {"input": x.grad, **gradients_of(owner or layer)}
+
+
+def assert_gradients_close(actual: Gradients, expected: Gradients) -> None:
+    assert actual.keys() == expected.keys()
+    for name, reference in expected.items():
+        atol = ATOL_SHARE * float(reference.abs().max())
+        torch.testing.assert_close(actual[name], reference, rtol=RTOL, atol=atol, msg=name)
+
+
+def assert_buffers_equal(a: nn.Module, b: nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.named_buffers(), b.named_buffers(), strict=True):
+        assert torch.equal(x, y), name
+
+
+# -- against the Brevitas path ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("grad_bits", GRAD_BITS)
+@pytest.mark.parametrize("bits", WIDTHS)
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_layer_computes_what_brevitas_does(
+    mode: str, bits: int, grad_bits: int, training: bool
+) -> None:
+    fused, reference = layer_pair(mode, bits, grad_bits)
+    for layer in (fused, reference):
+        layer(random_input(1))  # a training batch: the running range evaluation reads
+        layer.train(training)
+    for seed in (2, 3):  # two steps: the running range moves in between
+        out, gradients = forward_backward(fused, random_input(seed), seed)
+        expected_out, expected_gradients = forward_backward(reference, random_input(seed), seed)
+        assert torch.equal(out, expected_out)
+        assert_gradients_close(gradients, expected_gradients)
+        assert_buffers_equal(fused, reference)
+
+
+@pytest.mark.parametrize("bits", (2, 4))
+@pytest.mark.parametrize("mode", MODES)
+def test_evaluation_before_any_training_batch_uses_the_batch_range_as_brevitas_does(
+    mode: str, bits: int
+) -> None:
+    fused, reference = layer_pair(mode, bits, 32)
+    fused.eval()
+    reference.eval()
+    out, gradients = forward_backward(fused, random_input(4), 4)
+    expected_out, expected_gradients = forward_backward(reference, random_input(4), 4)
+    assert torch.equal(out, expected_out)
+    assert_gradients_close(gradients, expected_gradients)
+
+
+@pytest.mark.parametrize("grad_bits", GRAD_BITS)
+@pytest.mark.parametrize("bits", (1, 3))
+@pytest.mark.parametrize("mode", MODES)
+def test_inputs_on_the_grid_bounds_are_clamped_as_brevitas_clamps_them(
+    mode: str, bits: int, grad_bits: int
+) -> None:
+    """The batch maximum and minimum land on the clamp bounds, where the gradient stops."""
+    fused, reference = layer_pair(mode, bits, grad_bits)
+    fused.eval()
+    reference.eval()
+    x = torch.linspace(-2.0, 2.0, 6 * 8 * 5 * 5).reshape(6, 8, 5, 5)
+    out, gradients = forward_backward(fused, x, 5)
+    expected_out, expected_gradients = forward_backward(reference, x, 5)
+    assert torch.equal(out, expected_out)
+    assert_gradients_close(gradients, expected_gradients)
+
+
+def test_nearest_rounding_of_gradients_matches_brevitas() -> None:
+    fused, reference = layer_pair("cyclebnn", 4, 4)
+    for layer in (fused, reference):
+        layer.output_gradient_quant.rounding = "nearest"
+    _, gradients = forward_backward(fused, random_input(6), 6)
+    _, expected_gradients = forward_backward(reference, random_input(6), 6)
+    assert_gradients_close(gradients, expected_gradients)
+
+
+@pytest.mark.parametrize("bits", WIDTHS)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_second_backward_through_a_retained_graph_gives_the_same_gradients(
+    mode: str, bits: int
+) -> None:
+    fused, _ = layer_pair(mode, bits, 32)
+    x = random_input(7).requires_grad_(True)
+    out = fused(x)
+    first = torch.autograd.grad(out.sum(), (x, fused.weight, fused.output_scale), retain_graph=True)
+    second = torch.autograd.grad(out.sum(), (x, fused.weight, fused.output_scale))
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bits", WIDTHS)
+@pytest.mark.parametrize("mode", MODES)
+def test_without_autograd_the_fused_layer_computes_the_same_values(mode: str, bits: int) -> None:
+    fused, reference = layer_pair(mode, bits, 8)
+    x = random_input(8)
+    with torch.no_grad():
+        assert torch.equal(fused(x), reference(x))
+    assert_buffers_equal(fused, reference)
+
+
+# -- against the formulas -----------------------------------------------------------------------
+
+
+def straight_through(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`value` forward (bit for bit: adds an exact zero), the identity gradient of x backward."""
+    return value.detach() + (x - x.detach())
+
+
+def approx_sign(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) (0 -> +1, -0 -> -1) forward; 2 * max(0, 1 - |x|) backward (Bi-Real's ApproxSign):
+    the derivative of clamp(x) * (2 - |clamp(x)|), clamp to [-1, 1]."""
+    clamped = x.clamp(-1.0, 1.0)
+    smooth = clamped * (2.0 - clamped.abs())
+    return torch.ones_like(x).copysign(x) + (smooth - smooth.detach())
+
+
+def formula_weight(weight: torch.Tensor, bits: int, mode: str) -> torch.Tensor:
+    """w' = 2*sqrt(2) * w / sqrt(Var(w) + 1e-5) per output channel; k-bit, then the sign."""
+    flat = weight.flatten(1)
+    mean = flat.mean(dim=1, keepdim=True)
+    variance = (flat * flat).mean(dim=1, keepdim=True) - mean * mean
+    scaled = flat * (2.0 * math.sqrt(2.0) * torch.rsqrt(variance.clamp_min(0.0) + 1e-5))
+    sign = torch.ones_like(scaled).copysign(scaled)
+    if bits == 1:
+        return straight_through(sign, scaled).view_as(weight)
+    if mode == "cyclebnn":  # (n + 1/2) * step on +-max|w'|, then the sign
+        half = 2 ** (bits - 1)
+        step = scaled.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / half
+        levels = (scaled * step.reciprocal()).clamp(-half, half - 0.5)
+        quantized = (straight_through(levels.floor(), levels) + 0.5) * step
+        sign = torch.ones_like(quantized).copysign(quantized)
+        return straight_through(sign, quantized).view_as(weight)
+    low, high = torch.aminmax(scaled.detach(), dim=1, keepdim=True)
+    count = 2**bits - 1
+    step = (high - low).clamp_min(1e-8) / count
+    normalized = ((scaled - low) * step.reciprocal()).clamp(0.0, count)
+    return torch.addcmul(low, straight_through(normalized.round(), normalized), step).view_as(
+        weight
+    )
+
+
+def formula_input(
+    x: torch.Tensor, bits: int, mode: str, training: bool, running: tuple, two_pass: bool
+) -> torch.Tensor:
+    """cyclebnn: x / std per sample (training), k-bit on +-max|x|, the sign; cpt: k-bit on
+    [min, max] or the sign. Batch range in training, `running` (min, max) in evaluation."""
+    if mode == "cyclebnn" and training:
+        dims = (1, 2, 3)
+        if two_pass:
+            centered = x - x.mean(dim=dims, keepdim=True)
+            variance = (centered * centered).mean(dim=dims, keepdim=True)
+        else:
+            variance = x.var(dim=dims, keepdim=True, unbiased=False)
+        x = x * torch.rsqrt(variance + 1e-5)
+    if bits == 1:
+        return approx_sign(x)
+    low, high = torch.aminmax(x.detach()) if training else running
+    if mode == "cyclebnn":
+        half = 2 ** (bits - 1)
+        step = torch.maximum(-low, high).clamp_min(1e-8) / half
+        levels = (x * step.reciprocal()).clamp(-half, half - 0.5)
+        return approx_sign((straight_through(levels.floor(), levels) + 0.5) * step)
+    count = 2**bits - 1
+    step = (high - low).clamp_min(1e-8) / count
+    normalized = ((x - low) * step.reciprocal()).clamp(0.0, count)
+    return torch.addcmul(low, straight_through(normalized.round(), normalized), step)
+
+
+def formula_layer(layer: BinaryConv2d, two_pass: bool = True) -> nn.Module:
+    """The layer's computation written from the formulas, on the layer's own parameters."""
+    weight_bits, act_bits, grad_bits = layer.bits
+    act_quant = layer.input_quant.fused_activation_quant_proxy.tensor_quant
+
+    class Formula(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            running = (act_quant.running_min.clone(), act_quant.running_max.clone())
+            inputs = formula_input(
+                x, act_bits, layer.precision_mode, layer.training, running, two_pass
+            )
+            weight = formula_weight(layer.weight, weight_bits, layer.precision_mode)
+            out = F.conv2d(inputs, weight, None, layer.stride, layer.padding)
+            return quantize_gradient(out * layer.output_scale.view(1, -1, 1, 1), grad_bits)
+
+    return Formula()
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("bits", WIDTHS)
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_layer_computes_what_the_formulas_say(mode: str, bits: int, training: bool) -> None:
+    fused, _ = layer_pair(mode, bits, 32)
+    fused(random_input(1))  # a running range for evaluation
+    fused.train(training)
+    x = random_input(9)
+    with torch.no_grad():  # the per-sample std as torch.var computes it: the same forward values
+        assert torch.equal(fused(x), formula_layer(fused, two_pass=False)(x))
+    expected_out, expected_gradients = forward_backward(formula_layer(fused), x, 9, fused)
+    for parameter in fused.parameters():
+        parameter.grad = None
+    out, gradients = forward_backward(fused, x, 9)
+    assert torch.equal(out, expected_out)
+    assert_gradients_close(gradients, expected_gradients)
+
+
+def test_sign_of_is_binary_sign_bit_for_bit() -> None:
+    special = torch.tensor([0.0, -0.0, 1e-45, -1e-45, 3.0, -3.0, float("inf"), float("-inf")])
+    x = torch.cat([special, torch.randn(1000)])
+    assert torch.equal(sign_of(x), binary_sign(x))
+    assert torch.equal(sign_of(x).view(torch.int32), binary_sign(x).view(torch.int32))
+
+
+# -- whole backbones ----------------------------------------------------------------------------
+
+
+def backbone_pair(name: str, mode: str = "cyclebnn") -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    fused = BACKBONES.build(name, num_classes=5, image_size=16, precision_mode=mode)
+    with torch.no_grad():  # thresholds away from zero, so their gradients matter
+        for parameter_name, parameter in fused.named_parameters():
+            if parameter_name.endswith("threshold.shift"):
+                parameter.uniform_(-0.3, 0.3)
+    reference = copy.deepcopy(fused)
+    use_fused(reference, False)
+    return fused, reference
+
+
+@pytest.mark.parametrize(
+    "bits", [(1, 1, 32), (4, 4, 8), (2, 2, 8)], ids=["deployed", "cycled-4", "cycled-2"]
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_fused_backbone_trains_and_evaluates_as_the_brevitas_one(
+    mode: str, bits: tuple[int, int, int]
+) -> None:
+    fused, reference = backbone_pair("tiny_bnn", mode)
+    weight_bits, act_bits, grad_bits = bits
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(10))
+    labels = torch.arange(8) % 5
+    for model in (fused, reference):
+        set_precision(model, weight_bits=weight_bits, act_bits=act_bits, grad_bits=grad_bits)
+    logits = {}
+    gradients = {}
+    for key, model in (("fused", fused), ("reference", reference)):
+        logits[key] = model(x)
+        torch.manual_seed(11)
+        F.cross_entropy(logits[key], labels).backward()
+        gradients[key] = gradients_of(model)
+    assert torch.equal(logits["fused"], logits["reference"])
+    assert any("threshold" in name for name in gradients["reference"])
+    assert_gradients_close(gradients["fused"], gradients["reference"])
+    assert_buffers_equal(fused, reference)
+    fused.eval()
+    reference.eval()
+    with torch.no_grad():
+        assert torch.equal(fused(x), reference(x))
+
+
+def test_the_deployed_resnet18_evaluates_as_the_brevitas_one() -> None:
+    fused, reference = backbone_pair("resnet18_bnn")
+    training_batch, x = torch.randn(2, 4, 3, 16, 16)
+    for model in (fused, reference):
+        model(training_batch)  # batch statistics into BatchNorm
+        model.eval()
+    with torch.no_grad():
+        assert torch.equal(fused(x), reference(x))
+
+
+def test_the_fused_path_changes_no_state_dict_key_and_no_cost_count() -> None:
+    fused, reference = backbone_pair("tiny_bnn")
+    assert list(fused.state_dict()) == list(reference.state_dict())
+    fused.load_state_dict(reference.state_dict(), strict=True)
+    reference.load_state_dict(fused.state_dict(), strict=True)
+    for bits in (1, 4):
+        for model in (fused, reference):
+            set_precision(model, weight_bits=bits, act_bits=bits, grad_bits=8)
+        assert profile_layers(fused, (3, 16, 16)) == profile_layers(reference, (3, 16, 16))
+
+
+def test_layers_take_the_fused_path_unless_told_otherwise() -> None:
+    model = BACKBONES.build("tiny_bnn", num_classes=5)
+    layers = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+    assert layers and all(layer.fused for layer in layers)
+    use_fused(model, False)
+    assert not any(layer.fused for layer in layers)
+
+
+def test_a_hook_on_a_quantizer_sends_the_layer_through_brevitas() -> None:
+    fused, reference = layer_pair("cpt", 4, 32)
+    seen = []
+    fused.input_quant.register_forward_hook(lambda module, args, output: seen.append(output))
+    x = random_input(12)
+    assert torch.equal(fused(x), reference(x))
+    assert len(seen) == 1 and torch.equal(seen[0], reference.input_quant(x))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("grad_bits", GRAD_BITS)
+@pytest.mark.parametrize("bits", (1, 4))
+@pytest.mark.parametrize("mode", MODES)
+def test_on_cuda_the_fused_layer_computes_what_brevitas_does(
+    mode: str, bits: int, grad_bits: int
+) -> None:
+    fused, reference = (layer.cuda() for layer in layer_pair(mode, bits, grad_bits))
+    for seed in (2, 3):
+        x = random_input(seed).cuda()
+        out, gradients = forward_backward(fused, x, seed)
+        expected_out, expected_gradients = forward_backward(reference, x, seed)
+        assert torch.equal(out, expected_out)
+        assert_gradients_close(gradients, expected_gradients)
+        assert_buffers_equal(fused, reference)
+
+
+def test_under_torch_compile_the_layer_hands_the_compiler_the_brevitas_graph(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fused, _ = layer_pair("cyclebnn", 1, 32)
+    assert fused.takes_fused_path()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not fused.takes_fused_path()
