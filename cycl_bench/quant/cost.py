@@ -105,7 +105,8 @@ class TrainingCost:
     """Running training cost of a model, one `step(batch_size)` per optimizer step.
 
     Call `step` after setting the precision of the step (it reads the bits the layers compute
-    with now). Freezing or unfreezing parameters between steps is picked up automatically.
+    with now). Freezing or unfreezing parameters between steps is picked up automatically (the
+    parameters themselves are listed once, here: the model is built before its cost).
     `precision_of` maps a layer to an object with `weight_bits`, `act_bits`, `grad_bits`
     (None for a float gradient); it defaults to `layer_precision`.
     """
@@ -127,6 +128,9 @@ class TrainingCost:
         self._trainable: tuple[bool, ...] | None = None
         self._profile: list[LayerProfile] = []
         self._layers: dict[str, nn.Module] = {}
+        # the parameters are listed once (walking the modules' tree costs milliseconds a step);
+        # what changes between steps is which of them train
+        self._parameters = list(model.parameters())
 
     @property
     def layers(self) -> list[LayerProfile]:
@@ -144,7 +148,7 @@ class TrainingCost:
         return 1.0 - self.total_bitops / self.fp32_bitops if self.fp32_bitops else 0.0
 
     def _refresh(self) -> None:
-        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        trainable = tuple(p.requires_grad for p in self._parameters)
         if trainable != self._trainable:
             self._profile = profile_layers(self.model, self.input_shape)
             self._layers = dict(self.model.named_modules())
