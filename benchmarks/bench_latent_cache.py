@@ -41,7 +41,7 @@ from cycl_bench.strategies.protocol import (
 )
 
 
-def avalanche_cwr_star(model, protocol: TrainingProtocol):
+def avalanche_cwr_star(model, protocol: TrainingProtocol, device: str):
     """Avalanche's strategy as shipped, with the protocol's optimizer and epochs per experience."""
     return CWRStar(
         model=model,
@@ -52,17 +52,18 @@ def avalanche_cwr_star(model, protocol: TrainingProtocol):
         train_epochs=protocol.first_epochs,
         plugins=[ExperienceProtocol(protocol), BatchNormRecalibration()],
         evaluator=quiet_evaluator(),
+        device=device,
     )
 
 
-def cached_hybrid(model, protocol: TrainingProtocol):
+def cached_hybrid(model, protocol: TrainingProtocol, device: str):
     params = {
         "grad_bits": 32,
         "latent_cache": True,
         "equal_row_norms": False,
         **protocol.as_dict(),
     }
-    return build_strategy("hq_cwr_star", model=model, params=params).template
+    return build_strategy("hq_cwr_star", model=model, params=params, device=device).template
 
 
 VARIANTS = {"avalanche_cwr_star": avalanche_cwr_star, "hq_cwr_star_cached": cached_hybrid}
@@ -74,11 +75,11 @@ def stream_accuracy(row: list[float], sizes: list[int]) -> float:
     return sum(a * n for a, n in zip(row, sizes, strict=True)) / sum(sizes)
 
 
-def run_variant(name, stream, backbone, protocol, seed) -> dict:
+def run_variant(name, stream, backbone, protocol, seed, device="cpu") -> dict:
     seed_everything(seed)
-    model = build_model(RunSpec.of(backbone, stream.image_shape), stream.num_classes)
-    strategy = VARIANTS[name](model, protocol)
-    rows = AccuracyRows(stream.test_views)
+    model = build_model(RunSpec.of(backbone, stream.image_shape), stream.num_classes).to(device)
+    strategy = VARIANTS[name](model, protocol, device)
+    rows = AccuracyRows(stream.test_views, device)
     matrix = []
 
     def train_and_evaluate(experience):
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument(
         "--min-steps", type=int, default=TrainingProtocol.min_steps, help="0: epochs only"
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
@@ -138,7 +140,9 @@ def main() -> None:
     runs = {name: [] for name in VARIANTS}
     for _ in range(args.repeats):
         for name in VARIANTS:  # alternate, so both see the same machine load
-            runs[name].append(run_variant(name, stream, args.backbone, protocol, args.seed))
+            runs[name].append(
+                run_variant(name, stream, args.backbone, protocol, args.seed, args.device)
+            )
 
     summary = {
         name: {

@@ -86,10 +86,30 @@ python benchmarks/bench_backbones.py --device cuda --batch-size 128 --repeats 7 
     2>&1 | grep -v -i "warn" | tail -3 | tee -a "$REPORT" || say "torch.compile failed"
 
 say "## latent-cache benchmark on cuda (benchmarks/bench_latent_cache.py)"
-if python benchmarks/bench_latent_cache.py --help | grep -q -- "--device"; then
-    python benchmarks/bench_latent_cache.py --backbone resnet18_bnn --repeats 3 --device cuda \
-        2>&1 | grep -v -i "warn" | tail -4 | tee -a "$REPORT"
-else
-    say "skipped: bench_latent_cache.py has no --device option"
-fi
+python benchmarks/bench_latent_cache.py --backbone resnet18_bnn --repeats 3 --device cuda \
+    2>&1 | grep -v -i "warn" | tail -3 | tee -a "$REPORT" || say "bench_latent_cache.py failed"
+
+# The full protocol (resnet18_bnn, 10 epochs of cyclic pretraining, every entry), synthetic, one
+# seed, stopped after FULL_PROTOCOL_S seconds (default 420): the cells finished by then are in
+# the run folder, and `run --resume` continues it.
+say "## core50_nc, full protocol, synthetic, seed 0, on cuda (at most ${FULL_PROTOCOL_S:-420} s)"
+RUNS="$(dirname "$REPORT")/gpu_check_runs"
+started=$(date +%s)
+full_status=0
+timeout "${FULL_PROTOCOL_S:-420}" python -m cycl_bench run core50_nc --data synthetic \
+    --seeds 0 --device cuda --wandb disabled --out "$RUNS" --cache-dir "$RUNS/cache" \
+    > "$REPORT.full" 2>&1 || full_status=$?
+say "full protocol: exit code $full_status after $(( $(date +%s) - started )) s"
+grep -E "^pretraining|seed 0: final" "$REPORT.full" | tee -a "$REPORT" || true
+
+say "## summary"
+{
+    echo "| measure | value |"
+    echo "|---|---|"
+    grep -h "^pretrain_steps_per_s" "$REPORT" | sed 's/^pretrain_steps_per_s \([^ ]*\).*/| resnet18_bnn pretraining steps\/s | \1 |/' || true
+    grep -h -E "^(tiny_bnn|resnet18_bnn) " "$REPORT" | awk '{printf "| step s %s %s: binary, float, ratio, cycled, ratio | %s %s %s %s %s |\n", $1, $3, $4, $5, $6, $7, $8}' || true
+    grep -h "speed-up" "$REPORT" | sed 's/^/| latent cache | /; s/$/ |/' || true
+    grep -h "seed 0: final" "$REPORT.full" | sed 's/^\[[0-9/]*\] /| full protocol cell | /; s/$/ |/' || true
+    echo "| full protocol exit code, s | $full_status, $(( $(date +%s) - started )) |"
+} | tee -a "$REPORT"
 say "# done; figures in $REPORT"
