@@ -4,9 +4,10 @@ binary backbone pretrained on the synthetic corpus. Fixed seeds.
 
 Every threshold leaves room below the values measured over five pretraining draws (seeds 0-4)
 of the Brevitas-only layers. A change of float rounding, such as the fused binary path, is
-itself a new draw (the pretraining losses agree for 12 steps, then part, and training through
-signs amplifies the difference), so a threshold that one draw barely passes tests the draw, not
-the methods. Each experience's test set is 18 images here (one image: 5.6 points).
+itself a new draw (in the quickstart's pretraining the two paths' losses agree for 12 steps,
+then part: training through signs amplifies the difference), so a threshold that one draw
+barely passes tests the draw, not the methods. Each experience's test set is 18 images here
+(one image: 5.6 points).
 
 | pretraining seed | 0 | 1 | 2 | 3 | 4 |
 |---|---|---|---|---|---|
