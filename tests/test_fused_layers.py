@@ -1,6 +1,7 @@
-"""The fused binary layer (`cycl_bench/quant/fused.py`, `BinaryConv2d`'s default path) against the
-unfused one: the Brevitas quantizer path (`layer.fused = False`) and a plain re-implementation of
-the formulas in quantizers.py's docstring.
+"""The fused layers (`cycl_bench/quant/fused.py`, the default path of `BinaryConv2d` and of the
+8-bit `Int8Conv2d` / `Int8Linear`) against the unfused ones: the Brevitas quantizer path
+(`layer.fused = False`) and, for the binary layer, a plain re-implementation of the formulas in
+quantizers.py's docstring.
 
 Forward values and running input ranges must be equal bit for bit (`torch.equal`), in training
 and evaluation, at 1 bit and at cycled widths. Gradients (of inputs, latent weights, output
@@ -21,7 +22,15 @@ from torch.nn import functional as F
 from cycl_bench.quant.cost import profile_layers
 from cycl_bench.quant.fused import sign_of
 from cycl_bench.quant.gradquant import quantize_gradient
-from cycl_bench.quant.layers import BinaryConv2d, use_fused
+from cycl_bench.quant.layers import (
+    BinaryConv2d,
+    FusedPath,
+    Int8Conv2d,
+    Int8Linear,
+    fixed_quant_conv2d,
+    fixed_quant_linear,
+    use_fused,
+)
 from cycl_bench.quant.precision import set_precision
 from cycl_bench.quant.quantizers import binary_sign
 from cycl_bench.registry import BACKBONES
@@ -285,6 +294,77 @@ def test_sign_of_is_binary_sign_bit_for_bit() -> None:
     assert torch.equal(sign_of(x).view(torch.int32), binary_sign(x).view(torch.int32))
 
 
+# -- the 8-bit layers ---------------------------------------------------------------------------
+
+
+def int8_pair(kind: str, scale_sign: float) -> tuple[FusedPath, FusedPath]:
+    """(fused, Brevitas) copies of an 8-bit layer whose weights reach the edge cases: an all-zero
+    output channel (the scale's 1e-10 floor), a -0.0, a channel whose largest |w| appears twice
+    (the gradient goes to the element `torch.max` picks); the learned input scale's parameter of
+    either sign (Brevitas takes its absolute value)."""
+    torch.manual_seed(4)
+    layer = fixed_quant_conv2d(3, 6, 3, stride=2, padding=1) if kind == "conv" else None
+    layer = layer or fixed_quant_linear(12, 5)
+    with torch.no_grad():
+        flat = layer.weight.view(layer.weight.shape[0], -1)
+        flat[0] = 0.0
+        flat[1, 0] = -0.0
+        flat[2, :2] = torch.tensor([0.9, -0.9])
+        value = layer.input_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value
+        value.mul_(scale_sign)
+    reference = copy.deepcopy(layer)
+    reference.fused = False
+    return layer, reference
+
+
+def int8_input(kind: str, seed: int) -> torch.Tensor:
+    """Values inside the grid, beyond both ends of it (clamped: no gradient), zeros of both signs
+    and values half-way between two levels."""
+    shape = (4, 3, 9, 9) if kind == "conv" else (4, 12)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 2.0
+    x.view(-1)[:6] = torch.tensor([0.0, -0.0, 50.0, -50.0, 4.0, -4.0])
+    x.view(-1)[6:10] = torch.tensor([0.5, -0.5, 1.5, 2.5]) * (4.0 / 128)  # level midpoints
+    return x
+
+
+@pytest.mark.parametrize("scale_sign", (1.0, -1.0), ids=["positive-v", "negative-v"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("kind", ("conv", "linear"))
+def test_fused_8bit_layer_computes_what_brevitas_does(
+    kind: str, training: bool, scale_sign: float
+) -> None:
+    fused, reference = int8_pair(kind, scale_sign)
+    assert isinstance(fused, Int8Conv2d if kind == "conv" else Int8Linear)
+    for layer in (fused, reference):
+        layer.train(training)
+    for seed in (5, 6):
+        x = int8_input(kind, seed)
+        out, gradients = forward_backward(fused, x, seed)
+        expected_out, expected_gradients = forward_backward(reference, x, seed)
+        assert torch.equal(out, expected_out)
+        assert set(expected_gradients) == {
+            "input",
+            "weight",
+            next(name for name in expected_gradients if name.endswith("scaling_impl.value")),
+        }
+        assert_gradients_close(gradients, expected_gradients)
+        assert float(expected_gradients["input"].view(-1)[2].abs()) == 0.0  # clamped at 50
+
+
+@pytest.mark.parametrize("kind", ("conv", "linear"))
+def test_fused_8bit_layer_without_autograd_or_input_gradient_computes_the_same(kind: str) -> None:
+    fused, reference = int8_pair(kind, 1.0)
+    x = int8_input(kind, 7)
+    with torch.no_grad():
+        assert torch.equal(fused(x), reference(x))
+    # an image: no gradient into x, but one into the learned scale and the weights
+    fused_out, reference_out = fused(x), reference(x)
+    assert torch.equal(fused_out, reference_out)
+    fused_out.sum().backward()
+    reference_out.sum().backward()
+    assert_gradients_close(gradients_of(fused), gradients_of(reference))
+
+
 # -- whole backbones ----------------------------------------------------------------------------
 
 
@@ -353,8 +433,10 @@ def test_the_fused_path_changes_no_state_dict_key_and_no_cost_count() -> None:
 
 def test_layers_take_the_fused_path_unless_told_otherwise() -> None:
     model = BACKBONES.build("tiny_bnn", num_classes=5)
-    layers = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
-    assert layers and all(layer.fused for layer in layers)
+    layers = [m for m in model.modules() if isinstance(m, FusedPath)]
+    kinds = {type(layer) for layer in layers}
+    assert kinds == {BinaryConv2d, Int8Conv2d, Int8Linear}
+    assert all(layer.fused for layer in layers)
     use_fused(model, False)
     assert not any(layer.fused for layer in layers)
 
@@ -366,6 +448,30 @@ def test_a_hook_on_a_quantizer_sends_the_layer_through_brevitas() -> None:
     x = random_input(12)
     assert torch.equal(fused(x), reference(x))
     assert len(seen) == 1 and torch.equal(seen[0], reference.input_quant(x))
+
+
+@pytest.mark.filterwarnings("ignore:Skipping .* export handler")  # a flag, not an export
+def test_export_mode_or_tracing_sends_the_8bit_layer_through_brevitas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Brevitas' QONNX export marks the quantizer proxies, not the layer: either is enough."""
+    fused, _ = int8_pair("linear", 1.0)
+    fused.eval()  # Brevitas refuses export mode in training
+    assert fused.takes_fused_path()
+    fused.input_quant.export_mode = True
+    assert not fused.takes_fused_path()
+    fused.input_quant.export_mode = False
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    assert not fused.takes_fused_path()
+
+
+def test_a_hook_on_an_8bit_quantizer_sends_the_layer_through_brevitas() -> None:
+    fused, reference = int8_pair("conv", 1.0)
+    seen = []
+    fused.weight_quant.register_forward_hook(lambda module, args, output: seen.append(output))
+    x = int8_input("conv", 8)
+    assert torch.equal(fused(x), reference(x))
+    assert len(seen) == 1
 
 
 @pytest.mark.gpu

@@ -1,4 +1,5 @@
-"""A binary layer's element-wise work in few passes: the path `BinaryConv2d` takes by default.
+"""A quantized layer's element-wise work in few passes: the path `BinaryConv2d`, `Int8Conv2d` and
+`Int8Linear` take by default (the 8-bit layers: their own section below).
 
 The Brevitas quantizers (`quantizers.py`), the layer's output scale and its gradient quantizer
 record an autograd graph of many small operations, each allocating a tensor the size of the
@@ -23,9 +24,9 @@ running input ranges match too. Gradients are the same formulas in another order
 float rounding, and a stochastically rounded gradient draws the same random numbers.
 tests/test_fused_layers.py holds the two paths to this.
 
-`layers.use_fused(model, False)` sends a model's binary layers through Brevitas, the reference;
-they take that path by themselves in export mode, under `torch.compile` and while a hook watches
-one of their quantizers.
+`layers.use_fused(model, False)` sends a model's quantized layers through Brevitas, the
+reference; they take that path by themselves in export mode, while traced, under `torch.compile`
+and while a hook watches one of their quantizers (`layers.FusedPath`).
 """
 
 from __future__ import annotations
@@ -337,6 +338,98 @@ def scaled_output(
             conv_out, scale, gradient_quant.bits, gradient_quant.rounding
         )
     return conv_out * scale.view(1, -1, 1, 1)
+
+
+# -- the 8-bit layers -------------------------------------------------------------------------
+#
+# Brevitas' Int8WeightPerChannelFloat: scale = max(max|w| per output channel, 1e-10) / 127,
+# w_q = clamp(round(w / scale), -127, 127) * scale, straight through round and clamp, the scale's
+# gradient flowing back into the largest |w|. Int8ActPerTensorFloatMinMaxInit (`Int8ImageQuant`,
+# `Int8FeatureQuant`): scale = |v| / 128 for the learned v, x_q = clamp(round(x / scale), -128,
+# 127) * scale, straight through round, no gradient where the clamp holds. The values are
+# Brevitas' (the same operations in the same order); the gradients the formulas of Brevitas'
+# autograd graph, in one node, summed in the same order.
+
+INT8_WEIGHT_LEVEL = 127.0  # narrow range: -127..127
+INT8_WEIGHT_MIN_SCALE = 1e-10  # Brevitas' scaling_min_val for weight statistics
+INT8_INPUT_LOW, INT8_INPUT_HIGH = -128.0, 127.0
+INT8_INPUT_THRESHOLD = 128.0
+
+
+def int8_weight_forward(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(quantized weights, scale, integer levels, index of each channel's largest |w|)."""
+    flat = weight.reshape(weight.shape[0], -1)
+    largest, index = torch.max(flat.abs(), dim=1, keepdim=True)
+    scale = largest.clamp_min_(INT8_WEIGHT_MIN_SCALE).div_(INT8_WEIGHT_LEVEL)
+    levels = torch.div(flat, scale).round_().clamp_(-INT8_WEIGHT_LEVEL, INT8_WEIGHT_LEVEL)
+    return (levels * scale).view_as(weight), scale, levels, index
+
+
+class Int8WeightFunction(torch.autograd.Function):
+    """`int8_weight_forward`, then the gradient straight through the grid and into the scale."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor) -> torch.Tensor:
+        out, scale, levels, index = int8_weight_forward(weight)
+        ctx.save_for_backward(weight, scale, levels, index)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        weight, scale, levels, index = ctx.saved_tensors
+        flat = weight.reshape(levels.shape)
+        grad_levels = grad.reshape(levels.shape) * scale
+        # levels * scale: d/d scale = levels; (w / scale): d/d scale = -(w / scale) / scale
+        grad_scale = torch.mul(grad.reshape(levels.shape), levels).sum(1) - (
+            torch.mul(grad_levels, flat.div(scale).div_(scale)).sum(1)
+        )
+        grad_flat = grad_levels.div_(scale)
+        # scale = largest / 127 and largest = max |w|: the gradient of |w| at the largest
+        grad_largest = grad_scale.unsqueeze(1).div_(INT8_WEIGHT_LEVEL)
+        grad_flat.scatter_add_(1, index, grad_largest.mul_(flat.gather(1, index).sign()))
+        return grad_flat.view_as(weight)
+
+
+def int8_weight(weight: torch.Tensor) -> torch.Tensor:
+    """What an `Int8Conv2d`'s or `Int8Linear`'s weight quantizer gives from its weight."""
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return Int8WeightFunction.apply(weight)
+    return int8_weight_forward(weight)[0]
+
+
+class Int8InputFunction(torch.autograd.Function):
+    """x on the learned 8-bit grid; gradients into x (inside the range) and the scale's v."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        scale = value.abs() / INT8_INPUT_THRESHOLD
+        rounded = torch.div(x, scale).round_()
+        ctx.save_for_backward(x, value, scale, rounded)
+        return rounded.clamp(INT8_INPUT_LOW, INT8_INPUT_HIGH).mul_(scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        x, value, scale, rounded = ctx.saved_tensors
+        levels = rounded.clamp(INT8_INPUT_LOW, INT8_INPUT_HIGH)
+        inside = torch.eq(levels, rounded)  # where the clamp passes the gradient
+        grad_levels = (grad * scale).mul_(inside)
+        # levels * scale: d/d scale = levels; (x / scale): d/d scale = -(x / scale) / scale
+        # summed as autograd sums them (a vdot rounds differently, and the two sums cancel)
+        grad_scale = (
+            levels.mul_(grad).sum() - torch.div(x, scale).div_(scale).mul_(grad_levels).sum()
+        )
+        grad_value = grad_scale.div_(INT8_INPUT_THRESHOLD).mul_(value.sign())
+        grad_x = grad_levels.div_(scale) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_value.view_as(value)
+
+
+def int8_input(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """What an `Int8Conv2d`'s or `Int8Linear`'s input quantizer, whose learned scale is
+    |`value`| / 128, gives from x."""
+    if torch.is_grad_enabled() and (x.requires_grad or value.requires_grad):
+        return Int8InputFunction.apply(x, value)
+    scale = value.abs() / INT8_INPUT_THRESHOLD
+    return torch.div(x, scale).round_().clamp_(INT8_INPUT_LOW, INT8_INPUT_HIGH).mul_(scale)
 
 
 # -- the layer --------------------------------------------------------------------------------
