@@ -491,6 +491,18 @@ def test_on_cuda_the_fused_layer_computes_what_brevitas_does(
         assert_buffers_equal(fused, reference)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ("conv", "linear"))
+def test_on_cuda_the_fused_8bit_layer_computes_what_brevitas_does(kind: str) -> None:
+    fused, reference = (layer.cuda() for layer in int8_pair(kind, -1.0))
+    for seed in (5, 6):
+        x = int8_input(kind, seed).cuda()
+        out, gradients = forward_backward(fused, x, seed)
+        expected_out, expected_gradients = forward_backward(reference, x, seed)
+        assert torch.equal(out, expected_out)
+        assert_gradients_close(gradients, expected_gradients)
+
+
 def test_under_torch_compile_the_layer_hands_the_compiler_the_brevitas_graph(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
