@@ -297,14 +297,19 @@ def test_sign_of_is_binary_sign_bit_for_bit() -> None:
 # -- the 8-bit layers ---------------------------------------------------------------------------
 
 
-def int8_pair(kind: str, scale_sign: float) -> tuple[FusedPath, FusedPath]:
+def int8_pair(
+    kind: str, scale_sign: float
+) -> tuple[Int8Conv2d | Int8Linear, Int8Conv2d | Int8Linear]:
     """(fused, Brevitas) copies of an 8-bit layer whose weights reach the edge cases: an all-zero
     output channel (the scale's 1e-10 floor), a -0.0, a channel whose largest |w| appears twice
     (the gradient goes to the element `torch.max` picks); the learned input scale's parameter of
     either sign (Brevitas takes its absolute value)."""
     torch.manual_seed(4)
-    layer = fixed_quant_conv2d(3, 6, 3, stride=2, padding=1) if kind == "conv" else None
-    layer = layer or fixed_quant_linear(12, 5)
+    layer: Int8Conv2d | Int8Linear
+    if kind == "conv":
+        layer = fixed_quant_conv2d(3, 6, 3, stride=2, padding=1)
+    else:
+        layer = fixed_quant_linear(12, 5)
     with torch.no_grad():
         flat = layer.weight.view(layer.weight.shape[0], -1)
         flat[0] = 0.0
@@ -342,11 +347,8 @@ def test_fused_8bit_layer_computes_what_brevitas_does(
         out, gradients = forward_backward(fused, x, seed)
         expected_out, expected_gradients = forward_backward(reference, x, seed)
         assert torch.equal(out, expected_out)
-        assert set(expected_gradients) == {
-            "input",
-            "weight",
-            next(name for name in expected_gradients if name.endswith("scaling_impl.value")),
-        }
+        scale = "input_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value"
+        assert set(expected_gradients) == {"input", "weight", scale}
         assert_gradients_close(gradients, expected_gradients)
         assert float(expected_gradients["input"].view(-1)[2].abs()) == 0.0  # clamped at 50
 
