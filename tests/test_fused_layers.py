@@ -367,6 +367,35 @@ def test_fused_8bit_layer_without_autograd_or_input_gradient_computes_the_same(k
     assert_gradients_close(gradients_of(fused), gradients_of(reference))
 
 
+@pytest.mark.parametrize("bits", [(1, 1, 32), (4, 4, 8)], ids=["deployed", "cycled-4"])
+def test_with_8bit_layers_fused_a_backbone_trains_to_brevitas_parameters_bit_for_bit(
+    bits: tuple[int, int, int],
+) -> None:
+    """The 8-bit layers' backward sums what Brevitas' autograd graph sums, over the same
+    dimensions: ten SGD steps leave every parameter equal (the binary layers fused in both)."""
+    torch.manual_seed(0)
+    fused = BACKBONES.build("tiny_bnn", num_classes=5, image_size=16)
+    set_precision(fused, weight_bits=bits[0], act_bits=bits[1], grad_bits=bits[2])
+    reference = copy.deepcopy(fused)
+    for module in reference.modules():
+        if isinstance(module, (Int8Conv2d, Int8Linear)):
+            module.fused = False
+    optimizers = [
+        torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in (fused, reference)
+    ]
+    for step in range(10):
+        x = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(step))
+        for model, optimizer in zip((fused, reference), optimizers, strict=True):
+            torch.manual_seed(step)  # the same stochastic gradient rounding
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), torch.arange(16) % 5).backward()
+            optimizer.step()
+    for (name, a), (_, b) in zip(
+        fused.named_parameters(), reference.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
 # -- whole backbones ----------------------------------------------------------------------------
 
 

@@ -357,12 +357,15 @@ INT8_INPUT_THRESHOLD = 128.0
 
 
 def int8_weight_forward(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(quantized weights, scale, integer levels, index of each channel's largest |w|)."""
+    """(quantized weights, scale, integer levels, index of each channel's largest |w|); the
+    scale shaped (out_channels, 1, ...) as Brevitas shapes it, so that the backward sums over
+    the same dimensions as Brevitas' autograd graph does."""
     flat = weight.reshape(weight.shape[0], -1)
     largest, index = torch.max(flat.abs(), dim=1, keepdim=True)
-    scale = largest.clamp_min_(INT8_WEIGHT_MIN_SCALE).div_(INT8_WEIGHT_LEVEL)
-    levels = torch.div(flat, scale).round_().clamp_(-INT8_WEIGHT_LEVEL, INT8_WEIGHT_LEVEL)
-    return (levels * scale).view_as(weight), scale, levels, index
+    scale_shape = (weight.shape[0],) + (1,) * (weight.dim() - 1)
+    scale = largest.clamp_min_(INT8_WEIGHT_MIN_SCALE).div_(INT8_WEIGHT_LEVEL).view(scale_shape)
+    levels = torch.div(weight, scale).round_().clamp_(-INT8_WEIGHT_LEVEL, INT8_WEIGHT_LEVEL)
+    return levels * scale, scale, levels, index
 
 
 class Int8WeightFunction(torch.autograd.Function):
@@ -377,17 +380,19 @@ class Int8WeightFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         weight, scale, levels, index = ctx.saved_tensors
-        flat = weight.reshape(levels.shape)
-        grad_levels = grad.reshape(levels.shape) * scale
+        dims = tuple(range(1, weight.dim()))
+        grad_levels = grad * scale
         # levels * scale: d/d scale = levels; (w / scale): d/d scale = -(w / scale) / scale
-        grad_scale = torch.mul(grad.reshape(levels.shape), levels).sum(1) - (
-            torch.mul(grad_levels, flat.div(scale).div_(scale)).sum(1)
+        grad_scale = torch.mul(grad, levels).sum(dims) - (
+            torch.div(weight, scale).div_(scale).mul_(grad_levels).sum(dims)
         )
-        grad_flat = grad_levels.div_(scale)
+        grad_weight = grad_levels.div_(scale).contiguous()
         # scale = largest / 127 and largest = max |w|: the gradient of |w| at the largest
         grad_largest = grad_scale.unsqueeze(1).div_(INT8_WEIGHT_LEVEL)
-        grad_flat.scatter_add_(1, index, grad_largest.mul_(flat.gather(1, index).sign()))
-        return grad_flat.view_as(weight)
+        flat = weight.reshape(weight.shape[0], -1)
+        grad_largest.mul_(flat.gather(1, index).sign())
+        grad_weight.view(flat.shape).scatter_add_(1, index, grad_largest)
+        return grad_weight
 
 
 def int8_weight(weight: torch.Tensor) -> torch.Tensor:
