@@ -7,8 +7,8 @@
   stay at 8 bits whatever the switchable layers do.
 
 All of them compute through `fused.py` by default (the same values in fewer passes) and through
-their Brevitas quantizers with `use_fused(model, False)`, in export mode, under `torch.compile`
-and while a hook watches a quantizer (`FusedPath`).
+their Brevitas quantizers with `use_fused(model, False)`, in export mode, while traced, under
+`torch.compile` and while a hook watches a quantizer (`FusedPath`).
 """
 
 from __future__ import annotations
