@@ -481,6 +481,20 @@ def test_a_hook_on_a_quantizer_sends_the_layer_through_brevitas() -> None:
     assert len(seen) == 1 and torch.equal(seen[0], reference.input_quant(x))
 
 
+@pytest.mark.parametrize("kind", ("conv", "linear"))
+def test_fused_8bit_layer_with_a_frozen_input_scale_gives_the_input_gradient(kind: str) -> None:
+    fused, reference = int8_pair(kind, 1.0)
+    for layer in (fused, reference):
+        for name, parameter in layer.named_parameters():
+            parameter.requires_grad_(name == "weight")
+    x = int8_input(kind, 9)
+    out, gradients = forward_backward(fused, x, 9)
+    expected_out, expected_gradients = forward_backward(reference, x, 9)
+    assert torch.equal(out, expected_out)
+    assert set(expected_gradients) == {"input", "weight"}
+    assert_gradients_close(gradients, expected_gradients)
+
+
 @pytest.mark.filterwarnings("ignore:Skipping .* export handler")  # a flag, not an export
 def test_export_mode_or_tracing_sends_the_8bit_layer_through_brevitas(
     monkeypatch: pytest.MonkeyPatch,

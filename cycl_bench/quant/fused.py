@@ -413,19 +413,21 @@ class Int8InputFunction(torch.autograd.Function):
         return rounded.clamp(INT8_INPUT_LOW, INT8_INPUT_HIGH).mul_(scale)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, value, scale, rounded = ctx.saved_tensors
         levels = rounded.clamp(INT8_INPUT_LOW, INT8_INPUT_HIGH)
         inside = torch.eq(levels, rounded)  # where the clamp passes the gradient
         grad_levels = (grad * scale).mul_(inside)
-        # levels * scale: d/d scale = levels; (x / scale): d/d scale = -(x / scale) / scale
-        # summed as autograd sums them (a vdot rounds differently, and the two sums cancel)
-        grad_scale = (
-            levels.mul_(grad).sum() - torch.div(x, scale).div_(scale).mul_(grad_levels).sum()
-        )
-        grad_value = grad_scale.div_(INT8_INPUT_THRESHOLD).mul_(value.sign())
+        grad_value = None
+        if ctx.needs_input_grad[1]:
+            # levels * scale: d/d scale = levels; (x / scale): d/d scale = -(x / scale) / scale,
+            # summed as autograd sums them (a vdot rounds differently, and the two sums cancel)
+            grad_scale = (
+                levels.mul_(grad).sum() - torch.div(x, scale).div_(scale).mul_(grad_levels).sum()
+            )
+            grad_value = grad_scale.div_(INT8_INPUT_THRESHOLD).mul_(value.sign()).view_as(value)
         grad_x = grad_levels.div_(scale) if ctx.needs_input_grad[0] else None
-        return grad_x, grad_value.view_as(value)
+        return grad_x, grad_value
 
 
 def int8_input(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
