@@ -63,9 +63,12 @@ class FusedPath:
 
     fused: bool = True
     export_mode: bool
+    input_quant: Any  # Brevitas proxies, untyped
+    weight_quant: Any
 
     def quantizer_modules(self) -> tuple[nn.Module, ...]:
-        raise NotImplementedError
+        """The modules whose export mode or hooks send the layer through Brevitas."""
+        return (self.input_quant, self.weight_quant)
 
     def takes_fused_path(self) -> bool:
         return (
@@ -204,9 +207,6 @@ class Int8Conv2d(FusedPath, QuantConv2d):
             return_quant_tensor=False,
         )
 
-    def quantizer_modules(self) -> tuple[nn.Module, ...]:
-        return (self.input_quant, self.weight_quant)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.takes_fused_path():
             inputs = int8_input(x, input_scale_parameter(self))
@@ -227,9 +227,6 @@ class Int8Linear(FusedPath, QuantLinear):
             input_quant=Int8FeatureQuant,
             return_quant_tensor=False,
         )
-
-    def quantizer_modules(self) -> tuple[nn.Module, ...]:
-        return (self.input_quant, self.weight_quant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.takes_fused_path():
