@@ -11,7 +11,9 @@ model in alternating blocks.
 same interleaved repeats: `fused` (the default path, `cycl_bench/quant/fused.py`), `brevitas`
 (the Brevitas quantizers, the reference) and `compiled` (the model under `torch.compile`, whose
 binary layers then hand the compiler the Brevitas graph, against the float model under
-`torch.compile`; compilation happens in the warm-up).
+`torch.compile`; compilation happens in the warm-up), and `float-conv` (the fused path with
+the float convolution where the integer one runs, `fused.float_convolution`: what the integer
+convolution saves).
 
     python benchmarks/bench_backbones.py --batch-size 128 --repeats 7
 """
@@ -28,6 +30,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from cycl_bench.quant.fused import float_convolution
 from cycl_bench.quant.layers import use_fused
 from cycl_bench.quant.precision import set_precision
 from cycl_bench.registry import BACKBONES
@@ -41,7 +44,7 @@ PAIRS = (
 NUM_CLASSES = 10
 SWITCHING_BLOCK = 3  # steps per block in the switching benchmark
 CYCLING = "cycling"  # the binary backbone at 4-bit weights/activations, 8-bit gradients
-PATHS = ("fused", "brevitas", "compiled")
+PATHS = ("fused", "brevitas", "compiled", "float-conv")
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]  # --clock: cpu counts only this process's time on a shared machine
 Key = TypeVar("Key", bound=Hashable)
@@ -64,6 +67,14 @@ def make_step(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> Ca
         return clock() - start
 
     return step
+
+
+def in_float(step: Callable[[], float]) -> Callable[[], float]:
+    def floating_step() -> float:
+        with float_convolution():
+            return step()
+
+    return floating_step
 
 
 def interleaved_medians(
@@ -108,6 +119,9 @@ def bench_pair(binary: str, floating: str, args: argparse.Namespace) -> dict[str
         if path == "compiled":
             models[("float", path)] = build(floating, path)
     steps = {key: make_step(model, batch, labels) for key, model in models.items()}
+    for key, step in steps.items():
+        if key[1] == "float-conv":
+            steps[key] = in_float(step)
     medians = interleaved_medians(steps, args.repeats, args.warmup)
     results = {}
     for path in args.paths:
@@ -190,7 +204,8 @@ def main() -> None:
         nargs="+",
         choices=PATHS,
         default=["fused", "brevitas"],
-        help="how the binary layers compute: fused (default), brevitas (reference), compiled",
+        help="how the binary layers compute: fused (default), brevitas (reference), compiled, "
+        "float-conv (fused with float convolutions)",
     )
     parser.add_argument(
         "--clock",

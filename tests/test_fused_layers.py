@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import platform
 
 import pytest
 import torch
@@ -20,7 +21,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from cycl_bench.quant.cost import profile_layers
-from cycl_bench.quant.fused import sign_of
+from cycl_bench.quant.fused import (
+    integer_convolution_works,
+    sign_convolution,
+    sign_of,
+    takes_integer_convolution,
+)
 from cycl_bench.quant.gradquant import quantize_gradient
 from cycl_bench.quant.layers import (
     BinaryConv2d,
@@ -394,6 +400,76 @@ def test_with_8bit_layers_fused_a_backbone_trains_to_brevitas_parameters_bit_for
         fused.named_parameters(), reference.named_parameters(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+# -- the integer convolution --------------------------------------------------------------------
+
+ON_X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+@pytest.mark.skipif(not ON_X86, reason="oneDNN's 8-bit convolution is checked on x86 CPUs")
+def test_on_an_x86_cpu_the_8bit_convolution_is_available() -> None:
+    """Guards the speed: a PyTorch whose oneDNN operator moved would silently run float."""
+    assert integer_convolution_works()
+
+
+@pytest.mark.parametrize(
+    ("channels", "kernel", "stride", "padding", "dilation", "groups", "size"),
+    [
+        (8, 3, 1, 1, 1, 1, (7, 7)),
+        (8, 3, 2, 1, 1, 1, (9, 6)),
+        (6, 1, 2, 0, 1, 1, (8, 8)),
+        (8, 3, 1, 2, 2, 2, (10, 7)),
+        (4, 5, (2, 1), (0, 2), 1, 4, (11, 9)),
+        (512, 3, 1, 1, 1, 1, (4, 4)),  # sums up to 4608 in magnitude
+    ],
+)
+def test_the_convolution_of_signs_is_the_float_convolution_bit_for_bit(
+    channels: int,
+    kernel: int,
+    stride: int | tuple[int, int],
+    padding: int | tuple[int, int],
+    dilation: int,
+    groups: int,
+    size: tuple[int, int],
+) -> None:
+    """+-1 operands: the float convolution's sums are exact integers, so the integer
+    convolution must give them exactly; its backward is the float convolution's."""
+    generator = torch.Generator().manual_seed(channels + kernel)
+    layer = BinaryConv2d(
+        channels, 2 * groups, kernel, stride=stride, padding=padding, groups=groups
+    )  # type: ignore[arg-type]
+    layer.dilation = (dilation, dilation)  # the layers never dilate; the convolution may
+    inputs = sign_of(torch.randn(3, channels, *size, generator=generator)).requires_grad_(True)
+    weight = sign_of(torch.randn(layer.weight.shape, generator=generator)).requires_grad_(True)
+    geometry = dict(
+        stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=groups
+    )
+    expected = F.conv2d(inputs, weight, **geometry)
+    assert takes_integer_convolution(layer, inputs) == integer_convolution_works()
+    out = sign_convolution(layer, inputs, weight)
+    assert torch.equal(out, expected)
+    upstream = torch.randn(out.shape, generator=generator)
+    grads = torch.autograd.grad(out, (inputs, weight), upstream)
+    expected_grads = torch.autograd.grad(expected, (inputs, weight), upstream)
+    for actual, wanted in zip(grads, expected_grads, strict=True):
+        assert torch.equal(actual, wanted)
+    with torch.no_grad():
+        assert torch.equal(sign_convolution(layer, inputs, weight), expected)
+
+
+@pytest.mark.parametrize("bits", [1, 4])
+@pytest.mark.parametrize("mode", MODES)
+def test_only_a_layer_computing_at_1_bit_takes_the_integer_convolution(
+    mode: str, bits: int
+) -> None:
+    """cyclebnn computes with signs at every width; cpt's k-bit grid values are not +-1."""
+    layer = BinaryConv2d(8, 6, 3, padding=1, precision_mode=mode)
+    layer.set_bits(bits, bits, 8)
+    x = torch.randn(2, 8, 5, 5)
+    at_one_bit = bits == 1 or mode == "cyclebnn"
+    assert takes_integer_convolution(layer, x) == (at_one_bit and integer_convolution_works())
+    assert not takes_integer_convolution(layer, x.double())
 
 
 # -- whole backbones ----------------------------------------------------------------------------

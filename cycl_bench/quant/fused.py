@@ -32,6 +32,8 @@ and while a hook watches one of their quantizers (`layers.FusedPath`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -439,6 +441,130 @@ def int8_input(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return torch.div(x, scale).round_().clamp_(INT8_INPUT_LOW, INT8_INPUT_HIGH).mul_(scale)
 
 
+# -- the binary convolution -------------------------------------------------------------------
+#
+# Where the layer computes at 1 bit (1-bit widths, or `cyclebnn` at any width: `computed_bits`),
+# both operands are +-1. The float convolution then adds integers of magnitude at most
+# fan_in = in_channels / groups * kernel area, which float32 holds exactly below 2**24: every
+# order of summation gives the same exact integer, and so does an integer convolution. On a CPU
+# the forward pass runs as oneDNN's 8-bit one (unsigned inputs x + 1 in {0, 2} with zero point 1,
+# signed weights, 32-bit sums, float32 output; zero padding stays a real zero), which costs
+# about half the float one at ResNet-18's widths (benchmarks/README.md). The backward pass is the
+# float convolution's own (`aten.convolution_backward`, the node autograd records for
+# `F.conv2d`), so gradients are unchanged bit for bit. Where oneDNN's operator is missing or
+# fails the check on first use, the float convolution runs.
+
+EXACT_FLOAT_SUM = 2**24
+_integer_convolution: bool | None = None  # unknown until first used on a CPU
+
+
+def integer_sign_convolution(
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> torch.Tensor:
+    """`F.conv2d(inputs, weight, ...)` of +-1 operands through oneDNN's 8-bit convolution."""
+    out_channels = weight.shape[0]
+    ones = torch.ones(out_channels)
+    zeros = torch.zeros(out_channels, dtype=torch.int64)
+    unsigned = inputs.add(1.0).to(torch.uint8, memory_format=torch.channels_last)
+    packed = torch.ops.onednn.qconv_prepack(
+        weight.to(torch.int8), ones, 1.0, 1, stride, padding, dilation, groups, list(inputs.shape)
+    )
+    out = torch.ops.onednn.qconv2d_pointwise(
+        unsigned, 1.0, 1, packed, ones, zeros, None, stride, padding, dilation, groups,
+        1.0, 0, torch.float32, "none", [], "",
+    )  # fmt: skip
+    return out.contiguous()
+
+
+def integer_convolution_works() -> bool:
+    """Whether this PyTorch's oneDNN 8-bit convolution runs here and gives the float
+    convolution's values (checked once, on a small case with stride, padding and groups)."""
+    global _integer_convolution
+    if _integer_convolution is None:
+        generator = torch.Generator().manual_seed(0)
+        inputs = sign_of(torch.randn(2, 4, 7, 7, generator=generator))
+        weight = sign_of(torch.randn(6, 2, 3, 3, generator=generator))
+        try:
+            out = integer_sign_convolution(inputs, weight, [2, 1], [1, 1], [1, 1], 2)
+        except (AttributeError, NotImplementedError, RuntimeError):
+            _integer_convolution = False
+        else:
+            reference = F.conv2d(inputs, weight, None, (2, 1), (1, 1), (1, 1), 2)
+            _integer_convolution = torch.equal(out, reference)
+    return _integer_convolution
+
+
+@contextmanager
+def float_convolution() -> Iterator[None]:
+    """Within it, binary layers convolve in float where the integer convolution would run:
+    the same values, for timing what the integer one saves (benchmarks/bench_backbones.py)."""
+    global _integer_convolution
+    saved = integer_convolution_works()
+    _integer_convolution = False
+    try:
+        yield
+    finally:
+        _integer_convolution = saved
+
+
+class SignConvolutionFunction(torch.autograd.Function):
+    """The convolution of +-1 operands: integer forward, the float convolution's backward."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        inputs: torch.Tensor,
+        weight: torch.Tensor,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        groups: int,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(inputs, weight)
+        ctx.geometry = stride, padding, dilation, groups
+        return integer_sign_convolution(inputs, weight, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        inputs, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.geometry
+        grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, inputs, weight, None, stride, padding, dilation, False, [0] * len(stride),
+            groups, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False],
+        )  # fmt: skip
+        return grad_input, grad_weight, None, None, None, None
+
+
+def takes_integer_convolution(layer: BinaryConv2d, inputs: torch.Tensor) -> bool:
+    weight_bits, act_bits, _ = layer.computed_bits()
+    return (
+        weight_bits == act_bits == 1
+        and inputs.device.type == "cpu"
+        and inputs.dtype == torch.float32
+        and layer.padding_mode == "zeros"
+        and not isinstance(layer.padding, str)
+        and layer.weight[0].numel() < EXACT_FLOAT_SUM
+        and integer_convolution_works()
+    )
+
+
+def sign_convolution(
+    layer: BinaryConv2d, inputs: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """The layer's convolution of its quantized inputs and weights, without bias."""
+    if not takes_integer_convolution(layer, inputs):
+        return layer._conv_forward(inputs, weight, None)
+    geometry = (list(layer.stride), list(layer.padding), list(layer.dilation), layer.groups)
+    if torch.is_grad_enabled() and (inputs.requires_grad or weight.requires_grad):
+        return SignConvolutionFunction.apply(inputs, weight, *geometry)
+    return integer_sign_convolution(inputs, weight, *geometry)
+
+
 # -- the layer --------------------------------------------------------------------------------
 
 
@@ -446,5 +572,5 @@ def fused_forward(layer: BinaryConv2d, x: torch.Tensor) -> torch.Tensor:
     """`BinaryConv2d.forward` through the fused paths: the same values as through Brevitas."""
     weight = binary_weight(layer.weight, layer.weight_quant.tensor_quant)
     inputs = binary_input(x, layer.input_quant.fused_activation_quant_proxy.tensor_quant)
-    conv_out = layer._conv_forward(inputs, weight, None)
+    conv_out = sign_convolution(layer, inputs, weight)
     return scaled_output(conv_out, layer.output_scale, layer.output_gradient_quant)
