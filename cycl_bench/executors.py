@@ -380,10 +380,12 @@ def _cell_task(
     machine, library output to the run's log file like the driver's."""
     import torch
 
+    from cycl_bench.continual.resources import keep_freed_memory
     from cycl_bench.logging.library_output import library_output
     from cycl_bench.run_folder import LOG_FILE
 
     torch.set_num_threads(threads)
+    keep_freed_memory()  # as the command line does in the driver
     folder = Path(run_dir)
     path = _local_checkpoint(checkpoint) if checkpoint is not None else None
     with library_output(folder / LOG_FILE):

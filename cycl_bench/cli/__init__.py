@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from cycl_bench import __version__
 from cycl_bench.cli.kinds import Kind
+from cycl_bench.continual.resources import keep_freed_memory
 from cycl_bench.errors import UserError
 from cycl_bench.logging.library_output import quiet_libraries
 
@@ -105,6 +106,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
+    keep_freed_memory()  # large activations reused, not page-faulted in every step
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
