@@ -13,7 +13,8 @@ same interleaved repeats: `fused` (the default path, `cycl_bench/quant/fused.py`
 binary layers then hand the compiler the Brevitas graph, against the float model under
 `torch.compile`; compilation happens in the warm-up), and `float-conv` (the fused path with
 the float convolution where the integer one runs, `fused.float_convolution`: what the integer
-convolution saves).
+convolution saves). Like the suite's commands, it first asks malloc to keep freed memory
+(`resources.keep_freed_memory`); `--system-malloc` leaves glibc's default.
 
     python benchmarks/bench_backbones.py --batch-size 128 --repeats 7
 """
@@ -30,6 +31,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from cycl_bench.continual.resources import keep_freed_memory
 from cycl_bench.quant.fused import float_convolution
 from cycl_bench.quant.layers import use_fused
 from cycl_bench.quant.precision import set_precision
@@ -214,14 +216,20 @@ def main() -> None:
         help="wall: elapsed time; cpu: this process's CPU time (steadier where other jobs run)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (backbone step times only)")
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it starts (default: keep freed memory, as the commands do)",
+    )
     args = parser.parse_args()
+    kept = False if args.system_malloc else keep_freed_memory()
     global clock
     clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     print(
         f"{args.device}, batch {args.batch_size}, {args.image_size}x{args.image_size}, "
         f"{args.threads} threads, {args.repeats} repeats (+{args.warmup} warm-up), medians of "
-        f"{args.clock} time"
+        f"{args.clock} time; freed memory {'kept' if kept else 'as malloc starts'}"
     )
     print("binary = 1-bit weights/activations; cycling = the same network at 4/4 bits, 8-bit grads")
     header = ("binary", "float", "path", "binary s", "float s", "ratio", "cycling s", "ratio")
