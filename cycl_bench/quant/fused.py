@@ -486,16 +486,17 @@ def integer_convolution_works() -> bool:
     convolution's values (checked once, on a small case with stride, padding and groups)."""
     global _integer_convolution
     if _integer_convolution is None:
-        generator = torch.Generator().manual_seed(0)
+        generator = torch.Generator().manual_seed(0)  # the global generator left as it is
         inputs = sign_of(torch.randn(2, 4, 7, 7, generator=generator))
         weight = sign_of(torch.randn(6, 2, 3, 3, generator=generator))
-        try:
-            out = integer_sign_convolution(inputs, weight, [2, 1], [1, 1], [1, 1], 2)
-        except (AttributeError, NotImplementedError, RuntimeError):
-            _integer_convolution = False
-        else:
-            reference = F.conv2d(inputs, weight, None, (2, 1), (1, 1), (1, 1), 2)
-            _integer_convolution = torch.equal(out, reference)
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
+            try:
+                out = integer_sign_convolution(inputs, weight, [2, 1], [1, 1], [1, 1], 2)
+            except (AttributeError, NotImplementedError, RuntimeError):
+                _integer_convolution = False
+            else:
+                reference = F.conv2d(inputs, weight, None, (2, 1), (1, 1), (1, 1), 2)
+                _integer_convolution = torch.equal(out, reference)
     return _integer_convolution
 
 
