@@ -12,7 +12,9 @@ ten times a multiplication on CPU):
 - weights: per-channel scaling, k-bit fake quantization, sign with the identity gradient;
 - inputs: per-sample scaling (`cyclebnn`, training), k-bit fake quantization, sign with the
   ApproxSign gradient (or, in `cpt` mode at k > 1 bits, the k-bit values themselves);
-- output: the learned per-channel scale, then fixed-point rounding of the incoming gradient.
+- output: the learned per-channel scale, then fixed-point rounding of the incoming gradient;
+- between them, the convolution: where both operands are +-1, on a CPU, an 8-bit integer one
+  forward (exact: the float sums are integers), the float convolution's backward.
 
 Forward values are the Brevitas path's bit for bit. At 1 bit neither scaling is computed: a
 product of x with positive factors has the sign of x (IEEE takes a product's sign bit from its
@@ -448,11 +450,12 @@ def int8_input(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 # fan_in = in_channels / groups * kernel area, which float32 holds exactly below 2**24: every
 # order of summation gives the same exact integer, and so does an integer convolution. On a CPU
 # the forward pass runs as oneDNN's 8-bit one (unsigned inputs x + 1 in {0, 2} with zero point 1,
-# signed weights, 32-bit sums, float32 output; zero padding stays a real zero), which costs
-# about half the float one at ResNet-18's widths (benchmarks/README.md). The backward pass is the
-# float convolution's own (`aten.convolution_backward`, the node autograd records for
-# `F.conv2d`), so gradients are unchanged bit for bit. Where oneDNN's operator is missing or
-# fails the check on first use, the float convolution runs.
+# signed weights, 32-bit sums, float32 output; zero padding stays a real zero), which costs 80%
+# of the float one at ResNet-18's first stage and under half from 128 channels on; on small
+# layers about the same (benchmarks/README.md). The backward pass is the float convolution's own
+# (`aten.convolution_backward`, the node autograd records for `F.conv2d`), so gradients are
+# unchanged bit for bit. Where oneDNN's operator is missing or fails the check on first use, the
+# float convolution runs.
 
 EXACT_FLOAT_SUM = 2**24
 _integer_convolution: bool | None = None  # unknown until first used on a CPU
