@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cycl_bench.quant import fused as fused_module
 from cycl_bench.quant.cost import profile_layers
 from cycl_bench.quant.fused import (
     integer_convolution_works,
@@ -456,6 +457,24 @@ def test_the_convolution_of_signs_is_the_float_convolution_bit_for_bit(
         assert torch.equal(actual, wanted)
     with torch.no_grad():
         assert torch.equal(sign_convolution(layer, inputs, weight), expected)
+
+
+def test_without_a_working_8bit_operator_the_float_convolution_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another PyTorch whose oneDNN operator is missing or has another schema: float, no error."""
+
+    def missing(*args: object) -> torch.Tensor:
+        raise RuntimeError("no schema matches")
+
+    monkeypatch.setattr(fused_module, "_integer_convolution", None)  # unchecked; restored after
+    monkeypatch.setattr(fused_module, "integer_sign_convolution", missing)
+    layer = BinaryConv2d(8, 6, 3, padding=1)
+    x = sign_of(torch.randn(2, 8, 5, 5))
+    assert not integer_convolution_works()
+    assert not takes_integer_convolution(layer, x)
+    weight = sign_of(layer.weight.detach())
+    assert torch.equal(sign_convolution(layer, x, weight), F.conv2d(x, weight, padding=1))
 
 
 @pytest.mark.parametrize("bits", [1, 4])

@@ -495,7 +495,8 @@ def integer_convolution_works() -> bool:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
             try:
                 out = integer_sign_convolution(inputs, weight, [2, 1], [1, 1], [1, 1], 2)
-            except (AttributeError, NotImplementedError, RuntimeError):
+            # no such operator (AttributeError), or another PyTorch's schema or kernel
+            except (AttributeError, NotImplementedError, RuntimeError, TypeError):
                 _integer_convolution = False
             else:
                 reference = F.conv2d(inputs, weight, None, (2, 1), (1, 1), (1, 1), 2)
