@@ -1,6 +1,8 @@
 import csv
+import hashlib
 import json
 import os
+import shutil
 
 import pytest
 import pytorch_lightning as pl
@@ -317,6 +319,63 @@ def test_a_damaged_cached_checkpoint_is_moved_aside_and_rebuilt(stream, tmp_path
     (aside,) = [p for p in (tmp_path / "cache").iterdir() if ".aside-" in p.name]
     assert (aside / "backbone.pt").stat().st_size < len(whole) or damage == "random"
     assert run().from_cache  # the rebuilt entry is whole
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pretrain_into(stream, cache_dir, out_dir):
+    config = PretrainConfig(epochs=1, batch_size=64, data="first_experience")
+    spec = RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=cache_dir)
+    return pretrain(config, spec, stream=stream, seed=0, out_dir=out_dir, fast=True)
+
+
+def test_a_run_folder_keeps_its_backbone_and_restores_it_to_an_empty_cache(stream, tmp_path):
+    first = pretrain_into(stream, tmp_path / "cache", tmp_path / "run")
+    kept = tmp_path / "run" / "backbone.pt"
+    assert kept.read_bytes() == first.checkpoint.read_bytes()
+    record = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    assert record["checkpoint_sha256"] == sha256_of(kept)
+
+    # another machine, or a lost cache: the run folder's own weights, not a new pretraining
+    again = pretrain_into(stream, tmp_path / "empty cache", tmp_path / "run")
+    assert again.from_cache
+    assert str(again.checkpoint).startswith(str(tmp_path / "empty cache"))
+    assert again.checkpoint.read_bytes() == kept.read_bytes()
+    assert again.val_accuracy == first.val_accuracy
+
+
+def test_a_run_folder_refuses_a_cache_that_holds_other_weights(stream, tmp_path):
+    first = pretrain_into(stream, tmp_path / "cache", tmp_path / "run")
+    measured = (tmp_path / "run" / "pretrain.json").read_text()
+    # the same key pretrained on another machine: other weights, a whole entry
+    other = tmp_path / "other cache" / first.checkpoint.parent.name
+    shutil.copytree(first.checkpoint.parent, other)
+    weights = torch.load(other / "backbone.pt", weights_only=True)
+    name = next(iter(weights))
+    weights[name] = weights[name] + 0.5
+    torch.save(weights, other / "backbone.pt")
+    sidecar = json.loads((other / "pretrain.json").read_text())
+    sidecar["checkpoint_sha256"] = sha256_of(other / "backbone.pt")
+    (other / "pretrain.json").write_text(json.dumps(sidecar))
+
+    with pytest.raises(UserError, match="the cache holds another .*not bit-reproducible"):
+        pretrain_into(stream, tmp_path / "other cache", tmp_path / "run")
+    assert (tmp_path / "run" / "pretrain.json").read_text() == measured  # the evidence is kept
+    assert (tmp_path / "run" / "backbone.pt").read_bytes() == first.checkpoint.read_bytes()
+
+
+def test_a_run_folder_without_its_backbone_refuses_a_new_pretraining_with_other_weights(
+    stream, tmp_path
+):
+    pretrain_into(stream, tmp_path / "cache", tmp_path / "run")
+    (tmp_path / "run" / "backbone.pt").unlink()  # a run folder written before it kept one
+    record = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    record["checkpoint_sha256"] = "0" * 64  # measured with weights pretrained elsewhere
+    (tmp_path / "run" / "pretrain.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="pretraining again gave another"):
+        pretrain_into(stream, tmp_path / "empty cache", tmp_path / "run")
 
 
 def test_load_pretrained_refuses_another_backbone(cyclic_run):

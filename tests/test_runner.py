@@ -212,7 +212,11 @@ def test_a_resumed_run_equals_an_uninterrupted_one_and_runs_only_its_strategies(
     interrupted = only_run_dir(tmp_path / "parts")
     assert not (interrupted / "results" / "naive.json").exists()
     kept = (interrupted / "models" / "hq_cwr_star-seed0.pt").read_bytes()
+    # resumed on another machine: an empty cache gets the run folder's own backbone back
+    monkeypatch.setenv("CYCL_BENCH_CACHE", str(tmp_path / "another machine"))
     assert main(["run", "--resume", str(interrupted)]) == 0
+    (restored,) = (tmp_path / "another machine").glob("*/backbone.pt")
+    assert restored.read_bytes() == (whole / "pretrain" / "backbone.pt").read_bytes()
     assert (interrupted / "models" / "hq_cwr_star-seed0.pt").read_bytes() == kept
     assert (interrupted / "models" / "naive-seed0.pt").is_file()
 

@@ -41,11 +41,12 @@ FAST_VAL_BATCHES = 4
 METRICS = "metrics.csv"
 SCHEDULE_PNG = "schedule.png"
 TRAINING_RECORD = "training.json"  # the callback's record, read back and folded into the sidecar
-# cache entry file -> its copy in out_dir
+# cache entry file -> its copy in out_dir (a run folder keeps the backbone its cells used)
 PUBLISHED = {
     METRICS: "pretrain_metrics.csv",
     SCHEDULE_PNG: "pretrain_schedule.png",
     cache.SIDECAR: "pretrain.json",
+    cache.CHECKPOINT: "backbone.pt",
 }
 
 
@@ -95,10 +96,13 @@ def pretrain(
     cached identical run (a source separate from the stream is shared by every stream of that
     size).
 
-    The checkpoint stays in `spec.cache_dir`; the metrics CSV and the schedule PNG are copied to
-    `out_dir`. `rerunnable`: this process's command line may be run again for each extra process
-    of `strategy=ddp` (the `pretrain` command); those processes train and get None, the first
-    one alone writes the entry.
+    The checkpoint stays in `spec.cache_dir`; it, its record, the metrics CSV and the schedule PNG
+    are copied to `out_dir`. An `out_dir` that already holds this key's checkpoint (a resumed run
+    folder) keeps its own: restored into a cache that lacks it, and a UserError where the cache
+    or a new pretraining holds other weights (pretraining is not bit-reproducible across
+    machines, and a run's cells must share one backbone). `rerunnable`: this process's command
+    line may be run again for each extra process of `strategy=ddp` (the `pretrain` command);
+    those processes train and get None, the first one alone writes the entry.
     """
     if spec.precision_mode != config.mode:
         raise ValueError(
@@ -126,6 +130,10 @@ def pretrain(
             file=sys.stderr,
         )
         record = None
+    out_dir = Path(out_dir)
+    kept = _published_record(out_dir, key)
+    if record is None and kept is not None and (out_dir / PUBLISHED[cache.CHECKPOINT]).is_file():
+        record = _restore(out_dir, kept, folder, key)
     from_cache = record is not None
     if record is None:
         launch = trainer_launch(config, spec.device, rerunnable=rerunnable)
@@ -147,7 +155,43 @@ def pretrain(
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
-    return _publish(folder, record, Path(out_dir), from_cache=from_cache)
+    if kept and kept.get("checkpoint_sha256") not in (None, record.get("checkpoint_sha256")):
+        origin = "the cache holds" if from_cache else "pretraining again gave"
+        raise UserError(
+            f"{out_dir} was made with the pretrained backbone of sha256 "
+            f"{str(kept.get('checkpoint_sha256'))[:12]}, {origin} another ({folder}, sha256 "
+            f"{str(record.get('checkpoint_sha256'))[:12]}; pretraining is not bit-reproducible "
+            "across machines): resume with the --cache-dir that holds it, or start a new run"
+        )
+    return _publish(folder, record, out_dir, from_cache=from_cache)
+
+
+def _published_record(out_dir: Path, key: str) -> dict[str, Any] | None:
+    """The record `_publish` left in `out_dir` for this cache key, if any."""
+    path = out_dir / PUBLISHED[cache.SIDECAR]
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and record.get("cache_key") == key else None
+
+
+def _restore(out_dir: Path, record: dict, folder: Path, key: str) -> dict | None:
+    """Put a run folder's own checkpoint back into the cache (None where it is not the file its
+    record names: then it is pretrained again and checked)."""
+    staging = cache.staging_dir(folder)
+    try:
+        for name, copy_name in PUBLISHED.items():
+            if (out_dir / copy_name).is_file():
+                shutil.copyfile(out_dir / copy_name, staging / name)
+        if cache.damaged(staging, record):
+            return None
+        cache.commit_entry(staging, folder, key)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    print(f"restored the run folder's pretrained backbone to the cache: {folder}", file=sys.stderr)
+    return cache.read_entry(folder, key)
 
 
 def _publish(folder: Path, record: dict, out_dir: Path, *, from_cache: bool) -> PretrainResult:
