@@ -297,10 +297,13 @@ def test_a_changed_field_misses_the_cache(stream, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random", "old entry, truncated"])
 def test_a_damaged_cached_checkpoint_is_moved_aside_and_rebuilt(stream, tmp_path, capsys, damage):
-    def run():
+    runs = iter(range(3))
+
+    def run():  # each into a new out_dir: one that kept the checkpoint would restore it
         config = PretrainConfig(epochs=1, batch_size=64, data="first_experience")
         spec = RunSpec.of("tiny_bnn", stream.image_shape, cache_dir=tmp_path / "cache")
-        return pretrain(config, spec, stream=stream, seed=0, out_dir=tmp_path / "out", fast=True)
+        out_dir = tmp_path / f"out{next(runs)}"
+        return pretrain(config, spec, stream=stream, seed=0, out_dir=out_dir, fast=True)
 
     first = run()
     whole = first.checkpoint.read_bytes()
